@@ -1,0 +1,432 @@
+//! The acquisition loop (SPEC 5), the read-only report (`inspect`), the active
+//! port lookup, and the owner's watch over its own path (SPEC 5.2).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::clock;
+use crate::error::LockError;
+use crate::lockfile::{self, Created, Found, FoundFile, LockDir, OwnedLock};
+use crate::owner::{self, Case, Judgement, KernelLock, Reclaim, Status};
+use crate::paths::{self, PathInputs};
+use crate::payload::{OwnPayload, Payload};
+use crate::probe::PROBE_TIMEOUT;
+use crate::registry::{self, Cancel, Emit, Held};
+
+/// The options after the JS entry has validated and defaulted them.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Request {
+  pub env: HashMap<String, String>,
+  pub cwd: String,
+  pub os_home: Option<String>,
+  pub lock_dir: String,
+  #[serde(default)]
+  pub timeout_ms: u64,
+  #[serde(default)]
+  pub poll_interval_ms: u64,
+  #[serde(default)]
+  pub stale_ms: u64,
+  pub platform: String,
+  pub port: Option<u16>,
+}
+
+/// The platform name Node uses for the OS this was built for.
+pub const REAL_PLATFORM: &str = if cfg!(target_os = "linux") {
+  "linux"
+} else if cfg!(target_os = "macos") {
+  "darwin"
+} else if cfg!(windows) {
+  "win32"
+} else {
+  "unknown"
+};
+
+/// Where the lock for this request lives.
+pub struct Location {
+  pub config_path: String,
+  pub lock_name: String,
+  pub lock_path: String,
+}
+
+pub fn locate(req: &Request) -> Location {
+  let inputs = PathInputs { env: &req.env, cwd: &req.cwd, os_home: req.os_home.as_deref() };
+  let config_path = paths::config_path(&inputs, &|p| std::fs::metadata(p).is_ok());
+  let lock_name = paths::lock_file_name(&config_path);
+  let lock_path = paths::join(&req.lock_dir, &lock_name);
+  Location { config_path, lock_name, lock_path }
+}
+
+/// A won lock, with what `release()` and the watcher need.
+pub struct Won {
+  pub location: Location,
+  pub lock: OwnedLock,
+  pub payload: Vec<u8>,
+}
+
+fn since(start: Instant) -> u64 {
+  start.elapsed().as_millis() as u64
+}
+
+fn with_pid(mut event: Value, pid: Option<f64>) -> Value {
+  if let (Some(pid), Some(map)) = (pid, event.as_object_mut()) {
+    map.insert("ownerPid".into(), json!(pid));
+  }
+  event
+}
+
+/// What judging the entry at the lock path led to.
+enum Step {
+  /// Try to create again at once.
+  Retry,
+  /// Someone holds it: wait.
+  Wait,
+}
+
+struct Attempt<'a> {
+  req: &'a Request,
+  location: &'a Location,
+  dir: &'a LockDir,
+  started: Instant,
+  emit: &'a Emit,
+  attempts: u64,
+  recoveries: u64,
+  contention_reported: bool,
+  last_pid: Option<f64>,
+}
+
+impl Attempt<'_> {
+  fn case<'p>(&self, payload: &'p Payload, found: &FoundFile, probe: Option<Duration>) -> Case<'p> {
+    Case {
+      payload,
+      kernel: if found.kernel_free { KernelLock::Free } else { KernelLock::Held },
+      own_pid: std::process::id(),
+      held_here: registry::held_here(found.id),
+      same_platform: self.req.platform == REAL_PLATFORM,
+      linux: self.req.platform == "linux",
+      probe_bound: probe,
+      now_ms: clock::now_ms(),
+      mtime_ms: Some(found.mtime_ms),
+      stale_ms: self.req.stale_ms as f64,
+    }
+  }
+
+  async fn judge_existing(&mut self, deadline: Instant) -> Result<Step, LockError> {
+    let lock_path = &self.location.lock_path;
+    let name = &self.location.lock_name;
+    let found = lockfile::open_existing(self.dir, name).map_err(|e| LockError::read(lock_path, e))?;
+    let found = match found {
+      Found::Vanished => return Ok(Step::Retry),
+      Found::NotAFile(kind) => {
+        lockfile::remove_entry(self.dir, name, kind).map_err(|e| LockError::create(lock_path, e))?;
+        return Ok(Step::Retry);
+      }
+      Found::File(found) => found,
+    };
+
+    let payload = Payload::parse(&found.bytes);
+    self.last_pid = payload.raw_pid;
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let probe = Some(PROBE_TIMEOUT.min(remaining.max(Duration::from_millis(1))));
+    let judgement = owner::judge(&self.case(&payload, &found, probe), &owner::System).await;
+
+    if !self.contention_reported {
+      self.contention_reported = true;
+      self.report("acquire-contention", &judgement, None);
+    }
+    let Some(reason) = judgement.reclaim else {
+      found.close();
+      return Ok(Step::Wait);
+    };
+    if found.reclaim(self.dir, name).map_err(|e| LockError::reclaim(lock_path, e))? {
+      self.recoveries += 1;
+      self.contention_reported = false;
+      self.report("stale-lock-recovered", &judgement, Some(reason));
+    }
+    Ok(Step::Retry)
+  }
+
+  fn report(&self, event: &str, judgement: &Judgement, reason: Option<Reclaim>) {
+    let mut body = json!({
+      "event": event,
+      "lockPath": self.location.lock_path,
+      "ownerStatus": judgement.status,
+      "waitedMs": since(self.started),
+      "attempt": self.attempts,
+      "evidence": judgement.evidence,
+    });
+    if let Some(reason) = reason {
+      body["reason"] = json!(reason.as_str());
+    }
+    (self.emit)(with_pid(body, self.last_pid));
+  }
+}
+
+/// Takes the lock, or fails with the timeout or an OS error.
+pub async fn acquire(req: &Request, emit: &Emit, cancel: &Cancel) -> Result<Won, LockError> {
+  let location = locate(req);
+  let dir = lockfile::prepare_dir(&req.lock_dir)?;
+  let mut start = json!({
+    "event": "acquire-start",
+    "lockPath": location.lock_path,
+    "configPath": location.config_path,
+    "timeoutMs": req.timeout_ms,
+    "pollIntervalMs": req.poll_interval_ms,
+    "staleMs": req.stale_ms,
+    "platform": req.platform,
+  });
+  if let Some(port) = req.port {
+    start["port"] = json!(port);
+  }
+  emit(start);
+
+  let started = Instant::now();
+  let deadline = started + Duration::from_millis(req.timeout_ms);
+  lockfile::sweep_temp_files(&dir, &location.lock_name);
+  let payload = OwnPayload {
+    pid: std::process::id(),
+    created_at: clock::iso(clock::now_ms()),
+    config_path: &location.config_path,
+    port: req.port,
+    start_time: (req.platform == REAL_PLATFORM).then(crate::process::own_start_identity).flatten(),
+  }
+  .to_bytes();
+
+  let mut attempt = Attempt {
+    req,
+    location: &location,
+    dir: &dir,
+    started,
+    emit,
+    attempts: 0,
+    recoveries: 0,
+    contention_reported: false,
+    last_pid: None,
+  };
+  loop {
+    if cancel.is_cancelled() {
+      return Err(LockError::Internal("the JavaScript environment was torn down".into()));
+    }
+    attempt.attempts += 1;
+    let created = lockfile::create(&dir, &location.lock_name, &payload);
+    match created.map_err(|e| LockError::create(&location.lock_path, e))? {
+      Created::Owned(lock) => {
+        lock.dir.hold_shared();
+        emit(json!({
+          "event": "acquire-success",
+          "lockPath": location.lock_path,
+          "configPath": location.config_path,
+          "waitedMs": since(started),
+          "attempts": attempt.attempts,
+          "staleRecoveries": attempt.recoveries,
+        }));
+        return Ok(Won { location, lock, payload });
+      }
+      Created::Exists => {}
+    }
+
+    match attempt.judge_existing(deadline).await? {
+      Step::Retry => {
+        tokio::task::yield_now().await;
+        continue;
+      }
+      Step::Wait => {}
+    }
+
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    if remaining.is_zero() {
+      let timeout = json!({
+        "event": "acquire-timeout",
+        "lockPath": location.lock_path,
+        "waitedMs": since(started),
+        "timeoutMs": req.timeout_ms,
+        "attempts": attempt.attempts,
+      });
+      emit(with_pid(timeout, attempt.last_pid));
+      return Err(LockError::Locked { owner_pid: attempt.last_pid, timeout_ms: req.timeout_ms });
+    }
+    let pause = remaining.min(Duration::from_millis(req.poll_interval_ms.max(1)));
+    tokio::select! {
+      _ = tokio::time::sleep(pause) => {}
+      _ = cancel.notify.notified() => {}
+    }
+  }
+}
+
+/// What a contender would conclude now, without reclaiming anything.
+pub async fn inspect(req: &Request) -> Result<Value, LockError> {
+  let location = locate(req);
+  let mut report = json!({
+    "lockPath": location.lock_path,
+    "configPath": location.config_path,
+    "exists": false,
+    "status": "free",
+    "evidence": [],
+  });
+  let dir = match open_dir_for_reading(&req.lock_dir)? {
+    Some(dir) => dir,
+    None => return Ok(report),
+  };
+  let found = lockfile::open_existing(&dir, &location.lock_name)
+    .map_err(|e| LockError::read(&location.lock_path, e))?;
+  let found = match found {
+    Found::Vanished => return Ok(report),
+    Found::NotAFile(kind) => {
+      report["exists"] = json!(true);
+      report["status"] = json!("dead");
+      let what = format!("{kind:?}").to_lowercase();
+      report["evidence"] = json!([{ "check": "entry", "result": what }]);
+      return Ok(report);
+    }
+    Found::File(found) => found,
+  };
+  let payload = Payload::parse(&found.bytes);
+  let case = Case {
+    payload: &payload,
+    kernel: if found.kernel_free { KernelLock::Free } else { KernelLock::Held },
+    own_pid: std::process::id(),
+    held_here: registry::held_here(found.id),
+    same_platform: req.platform == REAL_PLATFORM,
+    linux: req.platform == "linux",
+    probe_bound: Some(PROBE_TIMEOUT),
+    now_ms: clock::now_ms(),
+    mtime_ms: Some(found.mtime_ms),
+    stale_ms: req.stale_ms as f64,
+  };
+  // Let go of the kernel lock before the slow checks: a report never makes a
+  // starting contender wait.
+  found.close();
+  let judgement = owner::judge(&case, &owner::System).await;
+  let status = match (judgement.status, judgement.reclaim) {
+    (_, Some(_)) => "dead",
+    (Status::Alive, None) => "alive",
+    _ => "unknown",
+  };
+  report["exists"] = json!(true);
+  report["status"] = json!(status);
+  report["evidence"] = json!(judgement.evidence);
+  report["owner"] = json!({
+    "pid": payload.raw_pid,
+    "createdAt": payload.created_at,
+    "startTime": payload.start_time,
+    "port": payload.port,
+    "kernelLock": payload.kernel_lock,
+  });
+  report["torn"] = json!(payload.torn);
+  report["mtimeMs"] = json!(case.mtime_ms);
+  Ok(report)
+}
+
+/// Opens the lock directory for a read-only look; `None` when it is missing.
+fn open_dir_for_reading(path: &str) -> Result<Option<LockDir>, LockError> {
+  match std::fs::symlink_metadata(path) {
+    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+    _ => lockfile::prepare_dir(path).map(Some),
+  }
+}
+
+/// The recorded port of a live gateway owner, judged without a port probe and
+/// with an unreadable command line counting as not alive (reference 1.6).
+pub async fn active_port(req: &Request) -> Option<u16> {
+  let location = locate(req);
+  let dir = open_dir_for_reading(&req.lock_dir).ok()??;
+  let Found::File(found) = lockfile::open_existing(&dir, &location.lock_name).ok()? else {
+    return None;
+  };
+  let payload = Payload::parse(&found.bytes);
+  let port = payload.port?;
+  let case = Case {
+    payload: &payload,
+    kernel: if found.kernel_free { KernelLock::Free } else { KernelLock::Held },
+    own_pid: std::process::id(),
+    held_here: registry::held_here(found.id),
+    same_platform: req.platform == REAL_PLATFORM,
+    linux: true,
+    probe_bound: None,
+    now_ms: clock::now_ms(),
+    mtime_ms: Some(found.mtime_ms),
+    stale_ms: req.stale_ms as f64,
+  };
+  found.close();
+  let judgement = owner::judge(&case, &owner::System).await;
+  (judgement.status == Status::Alive).then_some(port)
+}
+
+/// How often an owner checks that its path still names its file.
+const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Watches a held lock's path and recreates the file if it was removed
+/// (SPEC 5.2). Ends when the handle is released or the lock is lost.
+pub async fn watch(handle: u64, held: std::sync::Arc<Held>) {
+  loop {
+    tokio::time::sleep(WATCH_INTERVAL).await;
+    if !registry::is_registered(handle) {
+      return;
+    }
+    let mut slot = held.lock();
+    let Some(lock) = slot.as_ref() else {
+      return;
+    };
+    if lock.path_is_ours().unwrap_or(true) {
+      continue;
+    }
+    let name = lock.name.clone();
+    let dir_path = lock.dir.path.clone();
+    match recreate(&dir_path, &name, &held.payload) {
+      Ok(Ok(fresh)) => {
+        if let Some(old) = slot.replace(fresh) {
+          old.abandon();
+        }
+      }
+      Ok(Err(owner_pid)) => {
+        slot.take().map(OwnedLock::abandon);
+        drop(slot);
+        lost(&held, owner_pid, "replaced");
+        return;
+      }
+      Err(_) => {
+        slot.take().map(OwnedLock::abandon);
+        drop(slot);
+        lost(&held, None, "unrecoverable");
+        return;
+      }
+    }
+  }
+}
+
+/// `Ok(Ok(lock))`: our file is back. `Ok(Err(pid))`: another process's lock
+/// is at the path now.
+fn recreate(dir_path: &str, name: &str, payload: &[u8]) -> Result<Result<OwnedLock, Option<f64>>, LockError> {
+  let dir = lockfile::prepare_dir(dir_path)?;
+  for _ in 0..3 {
+    match lockfile::create(&dir, name, payload).map_err(|e| LockError::create(dir_path, e))? {
+      Created::Owned(lock) => {
+        lock.dir.hold_shared();
+        return Ok(Ok(lock));
+      }
+      Created::Exists => {}
+    }
+    match lockfile::open_existing(&dir, name).map_err(|e| LockError::read(dir_path, e))? {
+      Found::Vanished => continue,
+      Found::NotAFile(kind) => {
+        lockfile::remove_entry(&dir, name, kind).map_err(|e| LockError::create(dir_path, e))?;
+      }
+      Found::File(found) => {
+        let pid = Payload::parse(&found.bytes).raw_pid;
+        found.close();
+        return Ok(Err(pid));
+      }
+    }
+  }
+  Err(LockError::Internal("the lock path kept changing".into()))
+}
+
+fn lost(held: &Held, owner_pid: Option<f64>, reason: &str) {
+  if let Some(emit) = &held.emit {
+    let event = json!({ "event": "lock-lost", "lockPath": held.lock_path, "reason": reason });
+    emit(with_pid(event, owner_pid));
+  }
+}
