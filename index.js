@@ -72,7 +72,10 @@ function envOption(opts) {
 function portOption(port) {
   if (port === undefined || port === null) return null
   if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) {
-    throw invalid('port', `expected an integer from 1 to 65535, got ${JSON.stringify(port) ?? String(port)}`)
+    throw invalid(
+      'port',
+      `expected an integer from 1 to 65535, got ${JSON.stringify(port) ?? String(port)}`,
+    )
   }
   return port
 }

@@ -17,7 +17,6 @@ import {
   lockPathFor,
   makeSandbox,
   readLock,
-  runNode,
   spawnGateway,
   startTimeOf,
   startUnrelated,
@@ -112,9 +111,16 @@ describe('7.3-7.5: the upstream conformance list', () => {
     const lockPath = lockPathFor(sandbox)
     // TypeScript ages this out once createdAt is older than staleMs; gatelock
     // never ages out an owner whose pid is alive.
-    writeLock(lockPath, { ...legacyPayload(sandbox, gw.pid, { startTime: 111 }), createdAt: new Date(0).toISOString() })
+    writeLock(lockPath, {
+      ...legacyPayload(sandbox, gw.pid, { startTime: 111 }),
+      createdAt: new Date(0).toISOString(),
+    })
     const before = fs.readFileSync(lockPath)
-    const result = await acquireWithoutProc(sandbox, { allowInTests: true, timeoutMs: 300, staleMs: 1 })
+    const result = await acquireWithoutProc(sandbox, {
+      allowInTests: true,
+      timeoutMs: 300,
+      staleMs: 1,
+    })
     if (result.skipped) return ctx.skip(result.skipped)
     expect(result.stdout).toBe(
       `ERROR ELOCKED gateway already running (pid ${gw.pid}); lock timeout after 300ms`,
@@ -132,11 +138,14 @@ describe('7.3-7.5: the upstream conformance list', () => {
     for (const dir of [sandbox.root, sandbox.tmp, sandbox.lockDir]) fs.chownSync(dir, 65534, 65534)
     const file = `${sandbox.root}/unprivileged.cjs`
     const opts = { allowInTests: true, timeoutMs: 100, lockDir: sandbox.lockDir }
-    fs.writeFileSync(file, `
+    fs.writeFileSync(
+      file,
+      `
       const { acquireGatewayLock } = require(${JSON.stringify(GATELOCK_ENTRY)})
       acquireGatewayLock(${JSON.stringify(opts)})
         .then(() => console.log('ACQUIRED'), (e) => console.log(e.name, e.code, e.message))
-    `)
+    `,
+    )
     const run = spawnSync(
       'setpriv',
       ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, file],
@@ -183,8 +192,9 @@ describe('7.3-7.5: the upstream conformance list', () => {
   test('returns null in a test environment unless allowInTests is set', async () => {
     const sandbox = makeSandbox()
     const base = { OPENCLAW_CONFIG_PATH: sandbox.cfg }
-    expect(await acquireGatewayLock({ env: { ...base, VITEST: '1' }, lockDir: sandbox.lockDir }))
-      .toBeNull()
+    expect(
+      await acquireGatewayLock({ env: { ...base, VITEST: '1' }, lockDir: sandbox.lockDir }),
+    ).toBeNull()
     const nodeTest = { env: { ...base, NODE_ENV: 'test' }, lockDir: sandbox.lockDir }
     expect(await acquireGatewayLock(nodeTest)).toBeNull()
     const allowed = await acquireGatewayLock({ ...nodeTest, allowInTests: true })
@@ -208,7 +218,9 @@ describe('7.3-7.5: the upstream conformance list', () => {
     const sandbox = makeSandbox()
     const lockPath = lockPathFor(sandbox)
     writeLock(lockPath, legacyPayload(sandbox, 2147483647))
-    const handle = await acquireGatewayLock(optsFor(sandbox, { platform: 'darwin', timeoutMs: 200 }))
+    const handle = await acquireGatewayLock(
+      optsFor(sandbox, { platform: 'darwin', timeoutMs: 200 }),
+    )
     expect(readLock(lockPath).payload.pid).toBe(process.pid)
     await handle.release()
   })
@@ -237,7 +249,11 @@ describe('7.3-7.5: the upstream conformance list', () => {
       const sandbox = makeSandbox()
       const gw = await idleGateway(sandbox)
       writeLock(lockPathFor(sandbox), legacyPayload(sandbox, gw.pid))
-      const result = await acquireWithoutProc(sandbox, { allowInTests: true, platform, timeoutMs: 100 })
+      const result = await acquireWithoutProc(sandbox, {
+        allowInTests: true,
+        platform,
+        timeoutMs: 100,
+      })
       if (result.skipped) return ctx.skip(result.skipped)
       expect(result.stdout).toBe(
         `ERROR ELOCKED gateway already running (pid ${gw.pid}); lock timeout after 100ms`,

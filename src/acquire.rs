@@ -53,11 +53,19 @@ pub struct Location {
 }
 
 pub fn locate(req: &Request) -> Location {
-  let inputs = PathInputs { env: &req.env, cwd: &req.cwd, os_home: req.os_home.as_deref() };
+  let inputs = PathInputs {
+    env: &req.env,
+    cwd: &req.cwd,
+    os_home: req.os_home.as_deref(),
+  };
   let config_path = paths::config_path(&inputs, &|p| std::fs::metadata(p).is_ok());
   let lock_name = paths::lock_file_name(&config_path);
   let lock_path = paths::join(&req.lock_dir, &lock_name);
-  Location { config_path, lock_name, lock_path }
+  Location {
+    config_path,
+    lock_name,
+    lock_path,
+  }
 }
 
 /// A won lock, with what `release()` and the watcher need.
@@ -102,7 +110,11 @@ impl Attempt<'_> {
   fn case<'p>(&self, payload: &'p Payload, found: &FoundFile, probe: Option<Duration>) -> Case<'p> {
     Case {
       payload,
-      kernel: if found.kernel_free { KernelLock::Free } else { KernelLock::Held },
+      kernel: if found.kernel_free {
+        KernelLock::Free
+      } else {
+        KernelLock::Held
+      },
       own_pid: std::process::id(),
       held_here: registry::held_here(found.id),
       same_platform: self.req.platform == REAL_PLATFORM,
@@ -117,11 +129,13 @@ impl Attempt<'_> {
   async fn judge_existing(&mut self, deadline: Instant) -> Result<Step, LockError> {
     let lock_path = &self.location.lock_path;
     let name = &self.location.lock_name;
-    let found = lockfile::open_existing(self.dir, name).map_err(|e| LockError::read(lock_path, e))?;
+    let found =
+      lockfile::open_existing(self.dir, name).map_err(|e| LockError::read(lock_path, e))?;
     let found = match found {
       Found::Vanished => return Ok(Step::Retry),
       Found::NotAFile(kind) => {
-        lockfile::remove_entry(self.dir, name, kind).map_err(|e| LockError::create(lock_path, e))?;
+        lockfile::remove_entry(self.dir, name, kind)
+          .map_err(|e| LockError::create(lock_path, e))?;
         return Ok(Step::Retry);
       }
       Found::File(found) => found,
@@ -141,7 +155,10 @@ impl Attempt<'_> {
       found.close();
       return Ok(Step::Wait);
     };
-    if found.reclaim(self.dir, name).map_err(|e| LockError::reclaim(lock_path, e))? {
+    if found
+      .reclaim(self.dir, name)
+      .map_err(|e| LockError::reclaim(lock_path, e))?
+    {
       self.recoveries += 1;
       self.contention_reported = false;
       self.report("stale-lock-recovered", &judgement, Some(reason));
@@ -191,7 +208,9 @@ pub async fn acquire(req: &Request, emit: &Emit, cancel: &Cancel) -> Result<Won,
     created_at: clock::iso(clock::now_ms()),
     config_path: &location.config_path,
     port: req.port,
-    start_time: (req.platform == REAL_PLATFORM).then(crate::process::own_start_identity).flatten(),
+    start_time: (req.platform == REAL_PLATFORM)
+      .then(crate::process::own_start_identity)
+      .flatten(),
   }
   .to_bytes();
 
@@ -208,7 +227,9 @@ pub async fn acquire(req: &Request, emit: &Emit, cancel: &Cancel) -> Result<Won,
   };
   loop {
     if cancel.is_cancelled() {
-      return Err(LockError::Internal("the JavaScript environment was torn down".into()));
+      return Err(LockError::Internal(
+        "the JavaScript environment was torn down".into(),
+      ));
     }
     attempt.attempts += 1;
     let created = lockfile::create(&dir, &location.lock_name, &payload);
@@ -223,7 +244,11 @@ pub async fn acquire(req: &Request, emit: &Emit, cancel: &Cancel) -> Result<Won,
           "attempts": attempt.attempts,
           "staleRecoveries": attempt.recoveries,
         }));
-        return Ok(Won { location, lock, payload });
+        return Ok(Won {
+          location,
+          lock,
+          payload,
+        });
       }
       Created::Exists => {}
     }
@@ -246,7 +271,10 @@ pub async fn acquire(req: &Request, emit: &Emit, cancel: &Cancel) -> Result<Won,
         "attempts": attempt.attempts,
       });
       emit(with_pid(timeout, attempt.last_pid));
-      return Err(LockError::Locked { owner_pid: attempt.last_pid, timeout_ms: req.timeout_ms });
+      return Err(LockError::Locked {
+        owner_pid: attempt.last_pid,
+        timeout_ms: req.timeout_ms,
+      });
     }
     let pause = remaining.min(Duration::from_millis(req.poll_interval_ms.max(1)));
     tokio::select! {
@@ -286,7 +314,11 @@ pub async fn inspect(req: &Request) -> Result<Value, LockError> {
   let payload = Payload::parse(&found.bytes);
   let case = Case {
     payload: &payload,
-    kernel: if found.kernel_free { KernelLock::Free } else { KernelLock::Held },
+    kernel: if found.kernel_free {
+      KernelLock::Free
+    } else {
+      KernelLock::Held
+    },
     own_pid: std::process::id(),
     held_here: registry::held_here(found.id),
     same_platform: req.platform == REAL_PLATFORM,
@@ -340,7 +372,11 @@ pub async fn active_port(req: &Request) -> Option<u16> {
   let port = payload.port?;
   let case = Case {
     payload: &payload,
-    kernel: if found.kernel_free { KernelLock::Free } else { KernelLock::Held },
+    kernel: if found.kernel_free {
+      KernelLock::Free
+    } else {
+      KernelLock::Held
+    },
     own_pid: std::process::id(),
     held_here: registry::held_here(found.id),
     same_platform: req.platform == REAL_PLATFORM,
@@ -382,13 +418,17 @@ pub async fn watch(handle: u64, held: std::sync::Arc<Held>) {
         }
       }
       Ok(Err(owner_pid)) => {
-        slot.take().map(OwnedLock::abandon);
+        if let Some(old) = slot.take() {
+          old.abandon();
+        }
         drop(slot);
         lost(&held, owner_pid, "replaced");
         return;
       }
       Err(_) => {
-        slot.take().map(OwnedLock::abandon);
+        if let Some(old) = slot.take() {
+          old.abandon();
+        }
         drop(slot);
         lost(&held, None, "unrecoverable");
         return;
@@ -399,7 +439,11 @@ pub async fn watch(handle: u64, held: std::sync::Arc<Held>) {
 
 /// `Ok(Ok(lock))`: our file is back. `Ok(Err(pid))`: another process's lock
 /// is at the path now.
-fn recreate(dir_path: &str, name: &str, payload: &[u8]) -> Result<Result<OwnedLock, Option<f64>>, LockError> {
+fn recreate(
+  dir_path: &str,
+  name: &str,
+  payload: &[u8],
+) -> Result<Result<OwnedLock, Option<f64>>, LockError> {
   let dir = lockfile::prepare_dir(dir_path)?;
   for _ in 0..3 {
     match lockfile::create(&dir, name, payload).map_err(|e| LockError::create(dir_path, e))? {

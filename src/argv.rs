@@ -40,13 +40,17 @@ pub fn is_gateway_argv(args: &[String]) -> bool {
   if !normalized.iter().any(|a| a == "gateway") {
     return false;
   }
-  if normalized.iter().any(|a| ENTRY_SUFFIXES.iter().any(|s| a.ends_with(s))) {
+  if normalized
+    .iter()
+    .any(|a| ENTRY_SUFFIXES.iter().any(|s| a.ends_with(s)))
+  {
     return true;
   }
   names_binary(first, "openclaw")
 }
 
 /// `/proc/<pid>/cmdline`: NUL-separated, each entry trimmed, empty ones dropped.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub fn parse_proc_cmdline(bytes: &[u8]) -> Vec<String> {
   String::from_utf8_lossy(bytes)
     .split('\0')
@@ -92,7 +96,10 @@ mod tests {
     let cases: [(&[&str], bool); 14] = [
       (&["node", "dist/index.js", "--port", "18789"], false),
       (&["NODE", "C:\\OpenClaw\\DIST\\ENTRY.JS", "gateway"], true),
-      (&["bun", "/srv/openclaw/scripts/run-node.mjs", "gateway"], true),
+      (
+        &["bun", "/srv/openclaw/scripts/run-node.mjs", "gateway"],
+        true,
+      ),
       (&["node", "/srv/openclaw/openclaw.mjs", "gateway"], true),
       (&["tsx", "/srv/openclaw/src/entry.ts", "gateway"], true),
       (&["tsx", "/srv/openclaw/src/index.ts", "gateway"], true),
@@ -102,7 +109,14 @@ mod tests {
       (&["openclaw-gateway"], true),
       (&["node", "/srv/openclaw/custom.js", "gateway"], false),
       (&["python", "gateway", "script.py"], false),
-      (&["C:\\Users\\me\\AppData\\Roaming\\npm\\openclaw.cmd", "gateway", "run"], true),
+      (
+        &[
+          "C:\\Users\\me\\AppData\\Roaming\\npm\\openclaw.cmd",
+          "gateway",
+          "run",
+        ],
+        true,
+      ),
       (&["/Applications/Safari.app/Contents/MacOS/Safari"], false),
     ];
     for (args, expected) in cases {
@@ -125,7 +139,12 @@ mod tests {
   #[test]
   fn windows_cmdline_drops_quotes_and_collapses_spaces() {
     let line = r#""C:\Program Files\node.exe" "C:\my app\dist\index.js"   gateway run"#;
-    let expected = ["C:\\Program Files\\node.exe", "C:\\my app\\dist\\index.js", "gateway", "run"];
+    let expected = [
+      "C:\\Program Files\\node.exe",
+      "C:\\my app\\dist\\index.js",
+      "gateway",
+      "run",
+    ];
     assert_eq!(parse_windows_cmdline(line), argv(&expected));
     assert!(parse_windows_cmdline("").is_empty());
     assert!(parse_windows_cmdline("   ").is_empty());

@@ -44,7 +44,10 @@ pub struct Held {
 
 impl Held {
   pub fn lock(&self) -> MutexGuard<'_, Option<OwnedLock>> {
-    self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    self
+      .lock
+      .lock()
+      .unwrap_or_else(|poisoned| poisoned.into_inner())
   }
 }
 
@@ -59,7 +62,9 @@ static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 fn with<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
-  let mut guard = REGISTRY.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+  let mut guard = REGISTRY
+    .lock()
+    .unwrap_or_else(|poisoned| poisoned.into_inner());
   f(guard.get_or_insert_with(Registry::default))
 }
 
@@ -87,34 +92,32 @@ pub fn begin_acquire(env: u64) -> Option<(u64, Arc<Cancel>)> {
 /// Ends a pending acquire. A lock it won is registered under its environment,
 /// or released at once when that environment has been torn down meanwhile.
 pub fn finish_acquire(env: u64, acquire: u64, held: Option<Held>) -> Option<(u64, Arc<Held>)> {
-  let orphan = with(|r| {
-    let alive = r.envs.get_mut(&env).map(|pending| pending.remove(&acquire)).is_some();
-    match held {
-      Some(held) if alive => {
-        let id = next_id();
-        let held = Arc::new(held);
-        r.held.insert(id, held.clone());
-        Ok(Some((id, held)))
-      }
-      Some(held) => Err(held),
-      None => Ok(None),
-    }
+  let held = held.map(Arc::new);
+  let registered = with(|r| {
+    let alive = r
+      .envs
+      .get_mut(&env)
+      .map(|pending| pending.remove(&acquire))
+      .is_some();
+    let held = held.clone().filter(|_| alive)?;
+    let id = next_id();
+    r.held.insert(id, held.clone());
+    Some((id, held))
   });
-  match orphan {
-    Ok(found) => found,
-    Err(held) => {
-      if let Some(lock) = held.lock().take() {
-        let _ = lock.release();
-      }
-      None
+  if registered.is_none() {
+    if let Some(lock) = held.and_then(|held| held.lock().take()) {
+      let _ = lock.release();
     }
   }
+  registered
 }
 
 /// Whether a handle of this process holds the file with this identity.
 pub fn held_here(id: FileId) -> bool {
   let all: Vec<Arc<Held>> = with(|r| r.held.values().cloned().collect());
-  all.iter().any(|held| held.lock().as_ref().is_some_and(|lock| lock.id == id))
+  all
+    .iter()
+    .any(|held| held.lock().as_ref().is_some_and(|lock| lock.id == id))
 }
 
 /// Takes a handle out of the registry, for `release()`.
@@ -132,7 +135,12 @@ pub fn is_registered(handle: u64) -> bool {
 pub fn teardown_env(env: u64) {
   let (pending, held) = with(|r| {
     let pending = r.envs.remove(&env).unwrap_or_default();
-    let ids: Vec<u64> = r.held.iter().filter(|(_, h)| h.env == env).map(|(id, _)| *id).collect();
+    let ids: Vec<u64> = r
+      .held
+      .iter()
+      .filter(|(_, h)| h.env == env)
+      .map(|(id, _)| *id)
+      .collect();
     let held: Vec<Arc<Held>> = ids.iter().filter_map(|id| r.held.remove(id)).collect();
     (pending, held)
   });

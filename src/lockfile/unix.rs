@@ -19,7 +19,11 @@ fn cstr(s: &str) -> io::Result<CString> {
 }
 
 fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
-  if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
+  if rc < 0 {
+    Err(io::Error::last_os_error())
+  } else {
+    Ok(rc)
+  }
 }
 
 fn errno(err: &io::Error) -> i32 {
@@ -53,8 +57,13 @@ fn lstat_at(dir: RawFd, name: &str) -> io::Result<libc::stat> {
   Ok(st)
 }
 
+// The field types differ between Linux and macOS; the casts are needed there.
+#[allow(clippy::unnecessary_cast)]
 fn id_of(st: &libc::stat) -> FileId {
-  FileId { dev: st.st_dev as u64, ino: st.st_ino as u64 }
+  FileId {
+    dev: st.st_dev as u64,
+    ino: st.st_ino as u64,
+  }
 }
 
 fn kind_of(st: &libc::stat) -> Option<EntryKind> {
@@ -66,6 +75,7 @@ fn kind_of(st: &libc::stat) -> Option<EntryKind> {
   }
 }
 
+#[allow(clippy::unnecessary_cast)]
 fn mtime_ms(st: &libc::stat) -> f64 {
   st.st_mtime as f64 * 1000.0 + (st.st_mtime_nsec as f64 / 1e6).floor()
 }
@@ -73,7 +83,8 @@ fn mtime_ms(st: &libc::stat) -> f64 {
 fn open_at(dir: RawFd, name: &str, flags: libc::c_int, mode: libc::mode_t) -> io::Result<File> {
   let name = cstr(name)?;
   // SAFETY: name is NUL-terminated; the returned fd is owned by the File.
-  let fd = retry(|| check(unsafe { libc::openat(dir, name.as_ptr(), flags, mode as libc::c_uint) }))?;
+  let fd =
+    retry(|| check(unsafe { libc::openat(dir, name.as_ptr(), flags, mode as libc::c_uint) }))?;
   // SAFETY: fd was just returned by openat and is owned by nobody else.
   Ok(unsafe { File::from_raw_fd(fd) })
 }
@@ -108,7 +119,10 @@ impl LockDir {
 
   /// Another descriptor of the same open directory (and its shared lock).
   pub fn try_clone(&self) -> io::Result<LockDir> {
-    Ok(LockDir { path: self.path.clone(), fd: self.fd.try_clone()? })
+    Ok(LockDir {
+      path: self.path.clone(),
+      fd: self.fd.try_clone()?,
+    })
   }
 
   /// Best effort: a cleaner holding the directory exclusively for a moment
@@ -122,7 +136,10 @@ impl LockDir {
 /// another user, and tightens one of ours that is open to group or others.
 pub fn prepare_dir(path: &str) -> Result<LockDir, LockError> {
   let fail = |e| LockError::dir(path, e);
-  if let Some(parent) = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+  if let Some(parent) = std::path::Path::new(path)
+    .parent()
+    .filter(|p| !p.as_os_str().is_empty())
+  {
     if !parent.is_dir() {
       std::fs::create_dir_all(parent).map_err(fail)?;
     }
@@ -143,7 +160,11 @@ pub fn prepare_dir(path: &str) -> Result<LockDir, LockError> {
       if is_link {
         let why = format!("EACCES: lock directory {path} is a symbolic link");
         let message = format!("failed to prepare gateway lock directory at {path}");
-        return Err(LockError::Refused { message, code: "EACCES", why });
+        return Err(LockError::Refused {
+          message,
+          code: "EACCES",
+          why,
+        });
       }
       return Err(fail(e));
     }
@@ -154,15 +175,25 @@ pub fn prepare_dir(path: &str) -> Result<LockDir, LockError> {
   // SAFETY: geteuid cannot fail.
   let me = unsafe { libc::geteuid() };
   if st.st_uid != me {
-    let why = format!("EACCES: lock directory {path} is owned by uid {}, not {me}", st.st_uid);
+    let why = format!(
+      "EACCES: lock directory {path} is owned by uid {}, not {me}",
+      st.st_uid
+    );
     let message = format!("failed to prepare gateway lock directory at {path}");
-    return Err(LockError::Refused { message, code: "EACCES", why });
+    return Err(LockError::Refused {
+      message,
+      code: "EACCES",
+      why,
+    });
   }
   if st.st_mode & 0o077 != 0 {
     // SAFETY: fchmod on an open directory fd.
     check(unsafe { libc::fchmod(dir.as_raw_fd(), 0o700) }).map_err(fail)?;
   }
-  Ok(LockDir { path: path.to_string(), fd: dir })
+  Ok(LockDir {
+    path: path.to_string(),
+    fd: dir,
+  })
 }
 
 /// A lock this process owns: the open, kernel-locked file and the directory.
@@ -238,7 +269,12 @@ pub fn create(dir: &LockDir, name: &str, payload: &[u8]) -> io::Result<Created> 
 
 fn finish(dir: LockDir, name: &str, file: File) -> io::Result<Created> {
   let st = fstat(file.as_raw_fd())?;
-  Ok(Created::Owned(OwnedLock { dir, name: name.to_string(), id: id_of(&st), file }))
+  Ok(Created::Owned(OwnedLock {
+    dir,
+    name: name.to_string(),
+    id: id_of(&st),
+    file,
+  }))
 }
 
 /// Fills a fresh private file: payload, exact mode, exclusive kernel lock.
@@ -266,13 +302,24 @@ fn create_unnamed(dir: &LockDir, name: &str, payload: &[u8]) -> io::Result<Optio
   // SAFETY: both paths are NUL-terminated; AT_SYMLINK_FOLLOW resolves the
   // magic /proc link to the unnamed inode.
   let rc = unsafe {
-    libc::linkat(libc::AT_FDCWD, proc_path.as_ptr(), dir.raw(), target.as_ptr(), libc::AT_SYMLINK_FOLLOW)
+    libc::linkat(
+      libc::AT_FDCWD,
+      proc_path.as_ptr(),
+      dir.raw(),
+      target.as_ptr(),
+      libc::AT_SYMLINK_FOLLOW,
+    )
   };
   match check(rc) {
     Ok(_) => Ok(Some(file)),
     Err(e) if errno(&e) == libc::EEXIST => Err(e),
     // /proc hidden or not permitted, or a file system that refuses: fall back.
-    Err(e) if matches!(errno(&e), libc::ENOENT | libc::EPERM | libc::EACCES | libc::EXDEV | libc::EOPNOTSUPP | libc::EINVAL) => {
+    Err(e)
+      if matches!(
+        errno(&e),
+        libc::ENOENT | libc::EPERM | libc::EACCES | libc::EXDEV | libc::EOPNOTSUPP | libc::EINVAL
+      ) =>
+    {
       Ok(None)
     }
     Err(e) => Err(e),
@@ -310,7 +357,8 @@ fn create_in_place(dir: &LockDir, name: &str, payload: &[u8]) -> io::Result<Opti
   };
   if let Err(e) = fill(&mut file, payload) {
     let st = fstat(file.as_raw_fd());
-    let still_ours = st.is_ok_and(|st| lstat_at(dir.raw(), name).is_ok_and(|now| id_of(&now) == id_of(&st)));
+    let still_ours =
+      st.is_ok_and(|st| lstat_at(dir.raw(), name).is_ok_and(|now| id_of(&now) == id_of(&st)));
     if still_ours {
       let _ = unlink_at(dir.raw(), name, 0);
     }
@@ -342,7 +390,8 @@ pub struct FoundFile {
 /// kernel lock if it is free. Errors other than "gone" reject the acquire:
 /// an unreadable file is not evidence of a dead owner.
 pub fn open_existing(dir: &LockDir, name: &str) -> io::Result<Found> {
-  let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+  let flags =
+    libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
   let st = match lstat_at(dir.raw(), name) {
     Ok(st) => st,
     Err(e) if errno(&e) == libc::ENOENT => return Ok(Found::Vanished),
@@ -367,7 +416,13 @@ pub fn open_existing(dir: &LockDir, name: &str) -> io::Result<Found> {
     bytes.clear();
     (&mut file).take(MAX_PAYLOAD).read_to_end(&mut bytes)
   })?;
-  Ok(Found::File(FoundFile { id: id_of(&st), bytes, mtime_ms: mtime_ms(&st), kernel_free, file }))
+  Ok(Found::File(FoundFile {
+    id: id_of(&st),
+    bytes,
+    mtime_ms: mtime_ms(&st),
+    kernel_free,
+    file,
+  }))
 }
 
 impl FoundFile {
@@ -434,7 +489,14 @@ fn rename_noreplace(dir: RawFd, from: &str, to: &str) -> io::Result<()> {
   let (from, to) = (cstr(from)?, cstr(to)?);
   // SAFETY: both names are NUL-terminated; renameat2 is a plain syscall.
   let rc = unsafe {
-    libc::syscall(libc::SYS_renameat2, dir, from.as_ptr(), dir, to.as_ptr(), libc::RENAME_NOREPLACE)
+    libc::syscall(
+      libc::SYS_renameat2,
+      dir,
+      from.as_ptr(),
+      dir,
+      to.as_ptr(),
+      libc::RENAME_NOREPLACE,
+    )
   };
   check(rc as libc::c_int).map(|_| ())
 }
@@ -450,6 +512,7 @@ fn rename_noreplace(dir: RawFd, from: &str, to: &str) -> io::Result<()> {
 
 /// Removes leftover temporary files of this lock whose kernel lock is free
 /// and that are more than 2 s old. Other names are never touched.
+#[allow(clippy::unnecessary_cast)]
 pub fn sweep_temp_files(dir: &LockDir, name: &str) {
   let Ok(entries) = std::fs::read_dir(&dir.path) else {
     return;
@@ -471,7 +534,8 @@ pub fn sweep_temp_files(dir: &LockDir, name: &str) {
       continue;
     };
     let old = now - (st.st_mtime as i64) > TEMP_GRACE_SECS;
-    if kind_of(&st).is_none() && old && try_flock(file.as_raw_fd(), libc::LOCK_EX).unwrap_or(false) {
+    if kind_of(&st).is_none() && old && try_flock(file.as_raw_fd(), libc::LOCK_EX).unwrap_or(false)
+    {
       let same = lstat_at(dir.raw(), &candidate).is_ok_and(|now| id_of(&now) == id_of(&st));
       if same {
         let _ = unlink_at(dir.raw(), &candidate, 0);
