@@ -28,11 +28,14 @@ function lockError(message, code, cause) {
   return error
 }
 
-let native
-function binding() {
-  if (native) return native
+// Loaded with the module, not on first use: a process that later runs out
+// of descriptors must still get its acquire's real error (EMFILE), not a
+// failed dlopen.
+const native = loadBinding()
+
+function loadBinding() {
   try {
-    native = require('./binding.js')
+    return require('./binding.js')
   } catch (cause) {
     const target = `${process.platform}-${process.arch}`
     const message =
@@ -41,7 +44,6 @@ function binding() {
       'source (Rust and Node only): `cd node_modules/gatelock && npm install && npm run build`'
     throw lockError(message, 'ENOBINARY', cause)
   }
-  return native
 }
 
 function invalid(name, why) {
@@ -140,7 +142,7 @@ function errorFrom(outcome) {
 }
 
 async function callNative(method, ...args) {
-  return JSON.parse(await binding()[method](...args))
+  return JSON.parse(await native[method](...args))
 }
 
 /** Calls the user's callback; its exceptions never reach the lock. */

@@ -9,12 +9,13 @@ use serde_json::{json, Value};
 
 use crate::clock;
 use crate::error::LockError;
-use crate::lockfile::{self, Created, Found, FoundFile, LockDir, OwnedLock};
+use crate::lockfile::{self, Created, FileId, Found, FoundFile, LockDir, OwnedLock};
 use crate::owner::{self, Case, Judgement, KernelLock, Reclaim, Status};
 use crate::paths::{self, PathInputs};
 use crate::payload::{OwnPayload, Payload};
 use crate::probe::PROBE_TIMEOUT;
 use crate::registry::{self, Cancel, Emit, Held};
+use crate::wait;
 
 /// The options after the JS entry has validated and defaulted them.
 #[derive(Debug, Deserialize)]
@@ -90,8 +91,16 @@ fn with_pid(mut event: Value, pid: Option<f64>) -> Value {
 enum Step {
   /// Try to create again at once.
   Retry,
-  /// Someone holds it: wait.
-  Wait,
+  /// Someone holds it: wait for this file to change hands.
+  Wait(Judged),
+}
+
+/// The file a waiter waits on.
+struct Judged {
+  id: FileId,
+  kernel_held: bool,
+  #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+  owner: Option<u32>,
 }
 
 struct Attempt<'a> {
@@ -152,8 +161,13 @@ impl Attempt<'_> {
       self.report("acquire-contention", &judgement, None);
     }
     let Some(reason) = judgement.reclaim else {
+      let judged = Judged {
+        id: found.id,
+        kernel_held: !found.kernel_free,
+        owner: payload.pid,
+      };
       found.close();
-      return Ok(Step::Wait);
+      return Ok(Step::Wait(judged));
     };
     if found
       .reclaim(self.dir, name)
@@ -214,6 +228,7 @@ pub async fn acquire(req: &Request, emit: &Emit, cancel: &Cancel) -> Result<Won,
   }
   .to_bytes();
 
+  let waiter = waiter(&dir, &location);
   let mut attempt = Attempt {
     req,
     location: &location,
@@ -253,13 +268,13 @@ pub async fn acquire(req: &Request, emit: &Emit, cancel: &Cancel) -> Result<Won,
       Created::Exists => {}
     }
 
-    match attempt.judge_existing(deadline).await? {
+    let judged = match attempt.judge_existing(deadline).await? {
       Step::Retry => {
         tokio::task::yield_now().await;
         continue;
       }
-      Step::Wait => {}
-    }
+      Step::Wait(judged) => judged,
+    };
 
     let remaining = deadline.saturating_duration_since(Instant::now());
     if remaining.is_zero() {
@@ -277,11 +292,46 @@ pub async fn acquire(req: &Request, emit: &Emit, cancel: &Cancel) -> Result<Won,
       });
     }
     let pause = remaining.min(Duration::from_millis(req.poll_interval_ms.max(1)));
-    tokio::select! {
-      _ = tokio::time::sleep(pause) => {}
-      _ = cancel.notify.notified() => {}
-    }
+    wait_for_change(&waiter, &dir, &location.lock_name, &judged, pause, cancel).await;
   }
+}
+
+#[cfg(target_os = "linux")]
+type Waiter = Option<wait::Watcher>;
+#[cfg(not(target_os = "linux"))]
+type Waiter = ();
+
+#[cfg(target_os = "linux")]
+fn waiter(dir: &LockDir, location: &Location) -> Waiter {
+  wait::Watcher::new(&dir.path, &location.lock_name, &location.lock_path)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn waiter(_dir: &LockDir, _location: &Location) -> Waiter {}
+
+/// Waits until the judged file changes hands, or `pause` ends.
+async fn wait_for_change(
+  waiter: &Waiter,
+  dir: &LockDir,
+  name: &str,
+  judged: &Judged,
+  pause: Duration,
+  cancel: &Cancel,
+) {
+  let changed = || lockfile::changed_since(dir, name, judged.id, judged.kernel_held);
+  #[cfg(target_os = "linux")]
+  if let Some(watcher) = waiter {
+    watcher.watch_file();
+    if changed() {
+      return;
+    }
+    // A pid means something only for an owner without a kernel lock.
+    let owner = judged.owner.filter(|_| !judged.kernel_held);
+    watcher.wait(pause, owner, cancel).await;
+    return;
+  }
+  let _ = waiter;
+  wait::poll_until(pause, cancel, changed).await;
 }
 
 /// What a contender would conclude now, without reclaiming anything.

@@ -21,3 +21,4 @@ mod probe;
 mod process;
 mod registry;
 mod runtime;
+mod wait;

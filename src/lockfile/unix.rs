@@ -543,3 +543,21 @@ pub fn sweep_temp_files(dir: &LockDir, name: &str) {
     }
   }
 }
+
+/// Whether the lock path no longer names the judged file, or the kernel lock
+/// that was held when it was judged is free now: then waiting is over.
+pub fn changed_since(dir: &LockDir, name: &str, judged: FileId, was_held: bool) -> bool {
+  match lstat_at(dir.raw(), name) {
+    Ok(st) if id_of(&st) == judged => {}
+    _ => return true,
+  }
+  if !was_held {
+    return false;
+  }
+  let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+  let Ok(file) = open_at(dir.raw(), name, flags, 0) else {
+    return true;
+  };
+  // Taking the lock for an instant is the check; it is dropped with `file`.
+  try_flock(file.as_raw_fd(), libc::LOCK_EX).unwrap_or(false)
+}
