@@ -448,7 +448,10 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 /// (SPEC 5.2). Ends when the handle is released or the lock is lost.
 pub async fn watch(handle: u64, held: std::sync::Arc<Held>) {
   loop {
-    tokio::time::sleep(WATCH_INTERVAL).await;
+    tokio::select! {
+      _ = tokio::time::sleep(WATCH_INTERVAL) => {}
+      _ = held.released.notified() => return,
+    }
     if !registry::is_registered(handle) {
       return;
     }
@@ -519,8 +522,6 @@ fn recreate(
 }
 
 fn lost(held: &Held, owner_pid: Option<f64>, reason: &str) {
-  if let Some(emit) = &held.emit {
-    let event = json!({ "event": "lock-lost", "lockPath": held.lock_path, "reason": reason });
-    emit(with_pid(event, owner_pid));
-  }
+  let event = json!({ "event": "lock-lost", "lockPath": held.lock_path, "reason": reason });
+  held.emit(with_pid(event, owner_pid));
 }

@@ -148,13 +148,8 @@ pub fn acquire<'env>(
       Ok(won) => {
         let lock_path = won.location.lock_path.clone();
         let config_path = won.location.config_path.clone();
-        let held = Held {
-          env: key,
-          lock_path: lock_path.clone(),
-          payload: won.payload,
-          lock: Mutex::new(Some(won.lock)),
-          emit: Some(emit.clone()),
-        };
+        let held = Held::new(key, lock_path.clone(), won.payload, won.lock, emit.clone());
+        drop(emit);
         match registry::finish_acquire(key, acquire_id, Some(held)) {
           Some((handle, held)) => {
             tokio::spawn(acquire::watch(handle, held));
@@ -188,8 +183,7 @@ pub fn release(env: &Env, handle: f64) -> Result<Object<'_>> {
     let Some(held) = registry::take(handle as u64) else {
       return json!({ "ok": true });
     };
-    let lock = held.lock().take();
-    match lock.map(|lock| lock.release()) {
+    match held.take_for_release().map(|lock| lock.release()) {
       Some(Err(e)) => failure(&LockError::release(&held.lock_path, e), Vec::new()),
       _ => json!({ "ok": true }),
     }

@@ -39,15 +39,49 @@ pub struct Held {
   pub lock_path: String,
   pub payload: Vec<u8>,
   pub lock: Mutex<Option<OwnedLock>>,
-  pub emit: Option<Emit>,
+  /// The owner's telemetry callback, dropped on release so that nothing of
+  /// the handle outlives it (Jest reports a live threadsafe function).
+  pub emit: Mutex<Option<Emit>>,
+  /// Wakes the watcher when the handle is released.
+  pub released: Notify,
+}
+
+fn unpoisoned<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+  mutex
+    .lock()
+    .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Held {
+  pub fn new(env: u64, lock_path: String, payload: Vec<u8>, lock: OwnedLock, emit: Emit) -> Held {
+    Held {
+      env,
+      lock_path,
+      payload,
+      lock: Mutex::new(Some(lock)),
+      emit: Mutex::new(Some(emit)),
+      released: Notify::new(),
+    }
+  }
+
   pub fn lock(&self) -> MutexGuard<'_, Option<OwnedLock>> {
-    self
-      .lock
-      .lock()
-      .unwrap_or_else(|poisoned| poisoned.into_inner())
+    unpoisoned(&self.lock)
+  }
+
+  /// Sends an event to the owner's callback, if it still has one.
+  pub fn emit(&self, event: Value) {
+    let emit = unpoisoned(&self.emit).clone();
+    if let Some(emit) = emit {
+      emit(event);
+    }
+  }
+
+  /// Takes the lock out for release, and lets go of everything else.
+  pub fn take_for_release(&self) -> Option<OwnedLock> {
+    let lock = self.lock().take();
+    unpoisoned(&self.emit).take();
+    self.released.notify_one();
+    lock
   }
 }
 
@@ -105,7 +139,7 @@ pub fn finish_acquire(env: u64, acquire: u64, held: Option<Held>) -> Option<(u64
     Some((id, held))
   });
   if registered.is_none() {
-    if let Some(lock) = held.and_then(|held| held.lock().take()) {
+    if let Some(lock) = held.and_then(|held| held.take_for_release()) {
       let _ = lock.release();
     }
   }
@@ -148,7 +182,7 @@ pub fn teardown_env(env: u64) {
     cancel.cancel();
   }
   for held in held {
-    if let Some(lock) = held.lock().take() {
+    if let Some(lock) = held.take_for_release() {
       let _ = lock.release();
     }
   }
