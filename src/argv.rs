@@ -150,3 +150,23 @@ mod tests {
     assert!(parse_windows_cmdline("   ").is_empty());
   }
 }
+
+#[cfg(test)]
+mod properties {
+  use super::*;
+  use proptest::prelude::*;
+
+  proptest! {
+    #[test]
+    fn argv_rules_never_panic(args in proptest::collection::vec("\\PC{0,24}", 0..6)) {
+      let _ = is_gateway_argv(&args);
+    }
+
+    #[test]
+    fn cmdline_parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+      let parsed = parse_proc_cmdline(&bytes);
+      prop_assert!(parsed.iter().all(|a| !a.is_empty() && !a.contains('\0')));
+      let _ = parse_windows_cmdline(&String::from_utf8_lossy(&bytes));
+    }
+  }
+}

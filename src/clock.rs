@@ -174,3 +174,21 @@ mod tests {
     }
   }
 }
+
+#[cfg(test)]
+mod properties {
+  use super::*;
+  use proptest::prelude::*;
+
+  proptest! {
+    #[test]
+    fn parse_iso_never_panics(text in "\\PC{0,40}") {
+      let _ = parse_iso(&text);
+    }
+
+    #[test]
+    fn iso_round_trips(ms in 0i64..253_402_300_799_999) {
+      prop_assert_eq!(parse_iso(&iso(ms as f64)), Some(ms as f64));
+    }
+  }
+}

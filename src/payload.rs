@@ -160,3 +160,43 @@ mod tests {
     assert!(!Payload::parse(br#"{"pid":9,"kernelLock":"yes"}"#).kernel_lock);
   }
 }
+
+#[cfg(test)]
+mod properties {
+  use super::*;
+  use proptest::prelude::*;
+
+  proptest! {
+    /// Whatever bytes sit in a lock file, reading them never panics, and a
+    /// usable pid is always in range.
+    #[test]
+    fn any_bytes_parse_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+      let read = Payload::parse(&bytes);
+      prop_assert!(read.pid.is_none_or(|p| (1..=2_147_483_647).contains(&p)));
+    }
+
+    /// JSON-shaped input with arbitrary field values, the likelier garbage.
+    #[test]
+    fn json_with_arbitrary_fields_parses_without_panic(
+      pid in prop_oneof![any::<i64>().prop_map(|n| n.to_string()), any::<f64>().prop_map(|f| format!("{f:e}")), "\"[a-z]{0,4}\"", Just("null".to_string())],
+      start in prop_oneof![any::<f64>().prop_map(|f| format!("{f:e}")), Just("\"x\"".to_string())],
+      port in any::<i32>(),
+    ) {
+      let text = format!(r#"{{"pid":{pid},"startTime":{start},"port":{port},"createdAt":"x"}}"#);
+      let read = Payload::parse(text.as_bytes());
+      prop_assert!(read.port.is_none_or(|p| p >= 1));
+    }
+
+    /// What an owner writes, a contender reads back.
+    #[test]
+    fn own_payload_round_trips(pid in 1u32..=i32::MAX as u32, port in proptest::option::of(1u16..), start in proptest::option::of(any::<u32>()), config in "\\PC{0,40}") {
+      let own = OwnPayload { pid, created_at: crate::clock::iso(0.0), config_path: &config, port, start_time: start.map(u64::from) };
+      let read = Payload::parse(&own.to_bytes());
+      prop_assert_eq!(read.pid, Some(pid));
+      prop_assert_eq!(read.port, port);
+      prop_assert_eq!(read.start_time, start.map(f64::from));
+      prop_assert_eq!(read.config_path.as_deref(), Some(config.as_str()));
+      prop_assert!(read.kernel_lock);
+    }
+  }
+}

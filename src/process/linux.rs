@@ -127,3 +127,24 @@ mod tests {
     assert!(cmdline(std::process::id()).is_some_and(|a| !a.is_empty()));
   }
 }
+
+#[cfg(test)]
+mod properties {
+  use super::*;
+  use proptest::prelude::*;
+
+  proptest! {
+    #[test]
+    fn stat_parser_never_panics(text in "\\PC{0,200}") {
+      let _ = parse_stat(&text);
+    }
+
+    /// Whatever the command name holds, the fields after it are found.
+    #[test]
+    fn any_comm_is_skipped(comm in "[^\n]{0,16}", ticks in any::<u64>()) {
+      let rest = format!("S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 1 18 {ticks} 20");
+      let stat = parse_stat(&format!("7 ({comm}) {rest}")).unwrap();
+      prop_assert_eq!(stat.start_ticks, ticks);
+    }
+  }
+}
