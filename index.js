@@ -230,7 +230,21 @@ async function readActiveGatewayLockPort(opts) {
   return outcome.port ?? undefined
 }
 
+/**
+ * Removes a lock that an acquire would reclaim now; an unknown owner's only
+ * with `force`, a live owner's never. What `gatelock clear` runs.
+ */
+async function clearGatewayLock(opts) {
+  opts = optionsObject(opts)
+  const { force, ...rest } = opts
+  const request = buildRequest(rest, envOption(rest), null)
+  const outcome = await callNative('clear', JSON.stringify(request), force === true)
+  if (!outcome.ok) throw errorFrom(outcome)
+  return { outcome: outcome.outcome, ...outcome.report }
+}
+
 exports.GatewayLockError = GatewayLockError
+exports.clearGatewayLock = clearGatewayLock
 exports.acquireGatewayLock = acquireGatewayLock
 exports.inspectGatewayLock = inspectGatewayLock
 exports.readActiveGatewayLockPort = readActiveGatewayLockPort

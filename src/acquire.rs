@@ -399,7 +399,96 @@ pub async fn inspect(req: &Request) -> Result<Value, LockError> {
   });
   report["torn"] = json!(payload.torn);
   report["mtimeMs"] = json!(case.mtime_ms);
+  report["ports"] = json!(port_lines(payload.port, req.port).await);
   Ok(report)
+}
+
+/// The recorded port and the one asked about, each probed, for the report.
+async fn port_lines(recorded: Option<u16>, asked: Option<u16>) -> Vec<Value> {
+  let mut lines = Vec::new();
+  for (port, is_recorded) in [
+    (recorded, true),
+    (asked.filter(|a| Some(*a) != recorded), false),
+  ] {
+    if let Some(port) = port {
+      let state = crate::probe::probe(port, PROBE_TIMEOUT).await;
+      lines.push(json!({ "port": port, "recorded": is_recorded, "state": state.as_str() }));
+    }
+  }
+  lines
+}
+
+/// What `gatelock clear` did.
+pub enum Cleared {
+  /// There was no lock.
+  Nothing,
+  /// The lock was removed; its report as judged.
+  Removed(Value),
+  /// Not removed: its owner is alive, or unknown without `force`.
+  Refused(Value),
+}
+
+/// Removes a lock an acquire would reclaim now (and an unknown one with
+/// `force`), under the same kernel-lock and inode checks as a reclaim.
+pub async fn clear(req: &Request, force: bool) -> Result<Cleared, LockError> {
+  let location = locate(req);
+  let lock_path = &location.lock_path;
+  let Some(dir) = open_dir_for_reading(&req.lock_dir)? else {
+    return Ok(Cleared::Nothing);
+  };
+  let found = lockfile::open_existing(&dir, &location.lock_name)
+    .map_err(|e| LockError::read(lock_path, e))?;
+  let found = match found {
+    Found::Vanished => return Ok(Cleared::Nothing),
+    Found::NotAFile(kind) => {
+      lockfile::remove_entry(&dir, &location.lock_name, kind)
+        .map_err(|e| LockError::reclaim(lock_path, e))?;
+      let what = format!("{kind:?}").to_lowercase();
+      let evidence = json!([{ "check": "entry", "result": what }]);
+      return Ok(Cleared::Removed(
+        json!({ "status": "dead", "evidence": evidence }),
+      ));
+    }
+    Found::File(found) => found,
+  };
+  let payload = Payload::parse(&found.bytes);
+  let case = Case {
+    payload: &payload,
+    kernel: if found.kernel_free {
+      KernelLock::Free
+    } else {
+      KernelLock::Held
+    },
+    own_pid: std::process::id(),
+    held_here: registry::held_here(found.id),
+    same_platform: req.platform == REAL_PLATFORM,
+    linux: req.platform == "linux",
+    probe_bound: Some(PROBE_TIMEOUT),
+    now_ms: clock::now_ms(),
+    mtime_ms: Some(found.mtime_ms),
+    stale_ms: req.stale_ms as f64,
+  };
+  let judgement = owner::judge(&case, &owner::System).await;
+  let status = match (judgement.status, judgement.reclaim) {
+    (_, Some(_)) => "dead",
+    (Status::Alive, None) => "alive",
+    _ => "unknown",
+  };
+  let report =
+    json!({ "status": status, "evidence": judgement.evidence, "ownerPid": payload.raw_pid });
+  let removable = status == "dead" || (status == "unknown" && force);
+  if !removable {
+    found.close();
+    return Ok(Cleared::Refused(report));
+  }
+  let removed = found
+    .reclaim(&dir, &location.lock_name)
+    .map_err(|e| LockError::reclaim(lock_path, e))?;
+  Ok(if removed {
+    Cleared::Removed(report)
+  } else {
+    Cleared::Refused(report)
+  })
 }
 
 /// Opens the lock directory for a read-only look; `None` when it is missing.

@@ -207,6 +207,28 @@ pub fn inspect(env: &Env, request: String) -> Result<Object<'_>> {
   spawn_settled(env, None, work)
 }
 
+/// `gatelock clear`: `{ok, outcome: "none" | "removed" | "refused", status, evidence}`.
+#[napi(catch_unwind, ts_return_type = "Promise<string>")]
+pub fn clear(env: &Env, request: String, force: bool) -> Result<Object<'_>> {
+  let work = async move {
+    let request = match parse_request(&request) {
+      Ok(request) => request,
+      Err(e) => return failure(&e, Vec::new()),
+    };
+    match acquire::clear(&request, force).await {
+      Ok(acquire::Cleared::Nothing) => json!({ "ok": true, "outcome": "none" }),
+      Ok(acquire::Cleared::Removed(report)) => {
+        json!({ "ok": true, "outcome": "removed", "report": report })
+      }
+      Ok(acquire::Cleared::Refused(report)) => {
+        json!({ "ok": true, "outcome": "refused", "report": report })
+      }
+      Err(e) => failure(&e, Vec::new()),
+    }
+  };
+  spawn_settled(env, None, work)
+}
+
 /// The port of the live gateway that holds the lock, if any.
 #[napi(catch_unwind, ts_return_type = "Promise<string>")]
 pub fn active_port(env: &Env, request: String) -> Result<Object<'_>> {

@@ -140,7 +140,7 @@ pub fn prepare_dir(path: &str) -> Result<LockDir, LockError> {
     .parent()
     .filter(|p| !p.as_os_str().is_empty())
   {
-    if !parent.is_dir() {
+    if !parent.exists() {
       std::fs::create_dir_all(parent).map_err(fail)?;
     }
   }
