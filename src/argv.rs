@@ -60,29 +60,6 @@ pub fn parse_proc_cmdline(bytes: &[u8]) -> Vec<String> {
     .collect()
 }
 
-/// A Windows command line: `"` toggles quoting, an unquoted space ends a token.
-#[cfg_attr(not(windows), allow(dead_code))]
-pub fn parse_windows_cmdline(line: &str) -> Vec<String> {
-  let mut tokens = Vec::new();
-  let mut current = String::new();
-  let mut quoted = false;
-  for c in line.chars() {
-    match c {
-      '"' => quoted = !quoted,
-      ' ' if !quoted => {
-        if !current.is_empty() {
-          tokens.push(std::mem::take(&mut current));
-        }
-      }
-      _ => current.push(c),
-    }
-  }
-  if !current.is_empty() {
-    tokens.push(current);
-  }
-  tokens
-}
-
 #[cfg(test)]
 mod tests {
   use super::*;
@@ -135,20 +112,6 @@ mod tests {
     assert_eq!(parsed, argv(&["node", "gateway", "--port", "18789"]));
     assert!(parse_proc_cmdline(b" \0\t\0 ").is_empty());
   }
-
-  #[test]
-  fn windows_cmdline_drops_quotes_and_collapses_spaces() {
-    let line = r#""C:\Program Files\node.exe" "C:\my app\dist\index.js"   gateway run"#;
-    let expected = [
-      "C:\\Program Files\\node.exe",
-      "C:\\my app\\dist\\index.js",
-      "gateway",
-      "run",
-    ];
-    assert_eq!(parse_windows_cmdline(line), argv(&expected));
-    assert!(parse_windows_cmdline("").is_empty());
-    assert!(parse_windows_cmdline("   ").is_empty());
-  }
 }
 
 #[cfg(test)]
@@ -166,7 +129,6 @@ mod properties {
     fn cmdline_parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
       let parsed = parse_proc_cmdline(&bytes);
       prop_assert!(parsed.iter().all(|a| !a.is_empty() && !a.contains('\0')));
-      let _ = parse_windows_cmdline(&String::from_utf8_lossy(&bytes));
     }
   }
 }

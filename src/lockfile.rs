@@ -10,10 +10,10 @@ mod unix;
 #[cfg(unix)]
 pub use unix::*;
 
-#[cfg(not(unix))]
-mod unsupported;
-#[cfg(not(unix))]
-pub use unsupported::*;
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub use windows::*;
 
 /// Identity of a file: device and inode number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -17,6 +17,7 @@ pub enum PidState {
   /// No such process (`ESRCH`).
   Missing,
   /// It exited and waits to be reaped: it will never release anything.
+  #[cfg_attr(windows, allow(dead_code))]
   Zombie,
   /// It exists; `EPERM` counts, since that is a process of another user.
   Exists,
@@ -48,7 +49,7 @@ pub fn pid_state(pid: u32) -> PidState {
 
 #[cfg(target_os = "linux")]
 use linux::is_zombie;
-#[cfg(not(target_os = "linux"))]
+#[cfg(all(unix, not(target_os = "linux")))]
 use sysinfo_backend::is_zombie;
 
 #[cfg(windows)]

@@ -12,6 +12,7 @@ fn with_process<T>(pid: u32, read: impl FnOnce(&sysinfo::Process) -> Option<T>) 
   system.process(target).and_then(read)
 }
 
+#[cfg(unix)]
 pub fn is_zombie(pid: u32) -> bool {
   with_process(pid, |p| Some(p.status() == sysinfo::ProcessStatus::Zombie)).unwrap_or(false)
 }
