@@ -298,8 +298,9 @@ pub async fn acquire(req: &Request, emit: &Emit, cancel: &Cancel) -> Result<Won,
 
 #[cfg(target_os = "linux")]
 type Waiter = Option<wait::Watcher>;
+/// Off Linux a waiter polls the kernel lock; there is nothing to set up.
 #[cfg(not(target_os = "linux"))]
-type Waiter = ();
+struct Waiter;
 
 #[cfg(target_os = "linux")]
 fn waiter(dir: &LockDir, location: &Location) -> Waiter {
@@ -307,7 +308,9 @@ fn waiter(dir: &LockDir, location: &Location) -> Waiter {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn waiter(_dir: &LockDir, _location: &Location) -> Waiter {}
+fn waiter(_dir: &LockDir, _location: &Location) -> Waiter {
+  Waiter
+}
 
 /// Waits until the judged file changes hands, or `pause` ends.
 async fn wait_for_change(
