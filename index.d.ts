@@ -129,3 +129,19 @@ export declare function readActiveGatewayLockPort(
 
 /** What a contender would conclude right now, without touching the lock. */
 export declare function inspectGatewayLock(opts?: GatewayLockOptions): Promise<GatewayLockReport>
+
+/** What `clearGatewayLock` did, with the judgement it acted on. */
+export type GatewayLockClearResult = {
+  outcome: 'none' | 'removed' | 'refused'
+  status?: 'alive' | 'dead' | 'unknown'
+  evidence?: GatewayLockEvidence[]
+  ownerPid?: number | null
+}
+
+/**
+ * Removes a lock that an acquire would reclaim now; an unknown owner's only with `force`, a live
+ * owner's never. What `npx gatelock clear` runs.
+ */
+export declare function clearGatewayLock(
+  opts?: Pick<GatewayLockOptions, 'env' | 'lockDir' | 'platform' | 'staleMs'> & { force?: boolean },
+): Promise<GatewayLockClearResult>
