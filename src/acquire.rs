@@ -54,19 +54,11 @@ pub struct Location {
 }
 
 pub fn locate(req: &Request) -> Location {
-  let inputs = PathInputs {
-    env: &req.env,
-    cwd: &req.cwd,
-    os_home: req.os_home.as_deref(),
-  };
+  let inputs = PathInputs { env: &req.env, cwd: &req.cwd, os_home: req.os_home.as_deref() };
   let config_path = paths::config_path(&inputs, &|p| std::fs::metadata(p).is_ok());
   let lock_name = paths::lock_file_name(&config_path);
   let lock_path = paths::join(&req.lock_dir, &lock_name);
-  Location {
-    config_path,
-    lock_name,
-    lock_path,
-  }
+  Location { config_path, lock_name, lock_path }
 }
 
 /// A won lock, with what `release()` and the watcher need.
@@ -119,11 +111,7 @@ impl Attempt<'_> {
   fn case<'p>(&self, payload: &'p Payload, found: &FoundFile, probe: Option<Duration>) -> Case<'p> {
     Case {
       payload,
-      kernel: if found.kernel_free {
-        KernelLock::Free
-      } else {
-        KernelLock::Held
-      },
+      kernel: if found.kernel_free { KernelLock::Free } else { KernelLock::Held },
       own_pid: std::process::id(),
       held_here: registry::held_here(found.id),
       same_platform: self.req.platform == REAL_PLATFORM,
@@ -161,18 +149,11 @@ impl Attempt<'_> {
       self.report("acquire-contention", &judgement, None);
     }
     let Some(reason) = judgement.reclaim else {
-      let judged = Judged {
-        id: found.id,
-        kernel_held: !found.kernel_free,
-        owner: payload.pid,
-      };
+      let judged = Judged { id: found.id, kernel_held: !found.kernel_free, owner: payload.pid };
       found.close();
       return Ok(Step::Wait(judged));
     };
-    if found
-      .reclaim(self.dir, name)
-      .map_err(|e| LockError::reclaim(lock_path, e))?
-    {
+    if found.reclaim(self.dir, name).map_err(|e| LockError::reclaim(lock_path, e))? {
       self.recoveries += 1;
       self.contention_reported = false;
       self.report("stale-lock-recovered", &judgement, Some(reason));
@@ -217,18 +198,18 @@ pub async fn acquire(req: &Request, emit: &Emit, cancel: &Cancel) -> Result<Won,
   let started = Instant::now();
   let deadline = started + Duration::from_millis(req.timeout_ms);
   lockfile::sweep_temp_files(&dir, &location.lock_name);
-  let payload = OwnPayload {
-    pid: std::process::id(),
-    created_at: clock::iso(clock::now_ms()),
-    config_path: &location.config_path,
-    port: req.port,
-    start_time: (req.platform == REAL_PLATFORM)
-      .then(crate::process::own_start_identity)
-      .flatten(),
-  }
-  .to_bytes();
+  let start_time =
+    (req.platform == REAL_PLATFORM).then(crate::process::own_start_identity).flatten();
+  // Stamped at each create: a lock won after a long wait says when it was won.
+  let payload = || {
+    let created_at = clock::iso(clock::now_ms());
+    let config_path = &location.config_path;
+    OwnPayload { pid: std::process::id(), created_at, config_path, port: req.port, start_time }
+      .to_bytes()
+  };
 
   let waiter = waiter(&dir, &location);
+  let mut retries_in_row = 0;
   let mut attempt = Attempt {
     req,
     location: &location,
@@ -242,11 +223,10 @@ pub async fn acquire(req: &Request, emit: &Emit, cancel: &Cancel) -> Result<Won,
   };
   loop {
     if cancel.is_cancelled() {
-      return Err(LockError::Internal(
-        "the JavaScript environment was torn down".into(),
-      ));
+      return Err(LockError::Internal("the JavaScript environment was torn down".into()));
     }
     attempt.attempts += 1;
+    let payload = payload();
     let created = lockfile::create(&dir, &location.lock_name, &payload);
     match created.map_err(|e| LockError::create(&location.lock_path, e))? {
       Created::Owned(lock) => {
@@ -259,22 +239,23 @@ pub async fn acquire(req: &Request, emit: &Emit, cancel: &Cancel) -> Result<Won,
           "attempts": attempt.attempts,
           "staleRecoveries": attempt.recoveries,
         }));
-        return Ok(Won {
-          location,
-          lock,
-          payload,
-        });
+        return Ok(Won { location, lock, payload });
       }
       Created::Exists => {}
     }
 
+    // A reclaim is followed by a new attempt at once, even past the deadline;
+    // a path that keeps changing is not, or the loop could outlive it.
     let judged = match attempt.judge_existing(deadline).await? {
-      Step::Retry => {
+      Step::Retry if retries_in_row < MAX_RETRIES_IN_ROW || Instant::now() < deadline => {
+        retries_in_row += 1;
         tokio::task::yield_now().await;
         continue;
       }
-      Step::Wait(judged) => judged,
+      Step::Retry => None,
+      Step::Wait(judged) => Some(judged),
     };
+    retries_in_row = 0;
 
     let remaining = deadline.saturating_duration_since(Instant::now());
     if remaining.is_zero() {
@@ -286,13 +267,15 @@ pub async fn acquire(req: &Request, emit: &Emit, cancel: &Cancel) -> Result<Won,
         "attempts": attempt.attempts,
       });
       emit(with_pid(timeout, attempt.last_pid));
-      return Err(LockError::Locked {
-        owner_pid: attempt.last_pid,
-        timeout_ms: req.timeout_ms,
-      });
+      return Err(LockError::Locked { owner_pid: attempt.last_pid, timeout_ms: req.timeout_ms });
     }
     let pause = remaining.min(Duration::from_millis(req.poll_interval_ms.max(1)));
-    wait_for_change(&waiter, &dir, &location.lock_name, &judged, pause, cancel).await;
+    match judged {
+      Some(judged) => {
+        wait_for_change(&waiter, &dir, &location.lock_name, &judged, pause, cancel).await
+      }
+      None => tokio::time::sleep(pause.min(Duration::from_millis(1))).await,
+    }
   }
 }
 
@@ -367,11 +350,7 @@ pub async fn inspect(req: &Request) -> Result<Value, LockError> {
   let payload = Payload::parse(&found.bytes);
   let case = Case {
     payload: &payload,
-    kernel: if found.kernel_free {
-      KernelLock::Free
-    } else {
-      KernelLock::Held
-    },
+    kernel: if found.kernel_free { KernelLock::Free } else { KernelLock::Held },
     own_pid: std::process::id(),
     held_here: registry::held_here(found.id),
     same_platform: req.platform == REAL_PLATFORM,
@@ -409,10 +388,7 @@ pub async fn inspect(req: &Request) -> Result<Value, LockError> {
 /// The recorded port and the one asked about, each probed, for the report.
 async fn port_lines(recorded: Option<u16>, asked: Option<u16>) -> Vec<Value> {
   let mut lines = Vec::new();
-  for (port, is_recorded) in [
-    (recorded, true),
-    (asked.filter(|a| Some(*a) != recorded), false),
-  ] {
+  for (port, is_recorded) in [(recorded, true), (asked.filter(|a| Some(*a) != recorded), false)] {
     if let Some(port) = port {
       let state = crate::probe::probe(port, PROBE_TIMEOUT).await;
       lines.push(json!({ "port": port, "recorded": is_recorded, "state": state.as_str() }));
@@ -448,20 +424,14 @@ pub async fn clear(req: &Request, force: bool) -> Result<Cleared, LockError> {
         .map_err(|e| LockError::reclaim(lock_path, e))?;
       let what = format!("{kind:?}").to_lowercase();
       let evidence = json!([{ "check": "entry", "result": what }]);
-      return Ok(Cleared::Removed(
-        json!({ "status": "dead", "evidence": evidence }),
-      ));
+      return Ok(Cleared::Removed(json!({ "status": "dead", "evidence": evidence })));
     }
     Found::File(found) => found,
   };
   let payload = Payload::parse(&found.bytes);
   let case = Case {
     payload: &payload,
-    kernel: if found.kernel_free {
-      KernelLock::Free
-    } else {
-      KernelLock::Held
-    },
+    kernel: if found.kernel_free { KernelLock::Free } else { KernelLock::Held },
     own_pid: std::process::id(),
     held_here: registry::held_here(found.id),
     same_platform: req.platform == REAL_PLATFORM,
@@ -484,14 +454,9 @@ pub async fn clear(req: &Request, force: bool) -> Result<Cleared, LockError> {
     found.close();
     return Ok(Cleared::Refused(report));
   }
-  let removed = found
-    .reclaim(&dir, &location.lock_name)
-    .map_err(|e| LockError::reclaim(lock_path, e))?;
-  Ok(if removed {
-    Cleared::Removed(report)
-  } else {
-    Cleared::Refused(report)
-  })
+  let removed =
+    found.reclaim(&dir, &location.lock_name).map_err(|e| LockError::reclaim(lock_path, e))?;
+  Ok(if removed { Cleared::Removed(report) } else { Cleared::Refused(report) })
 }
 
 /// Opens the lock directory for a read-only look; `None` when it is missing.
@@ -514,11 +479,7 @@ pub async fn active_port(req: &Request) -> Option<u16> {
   let port = payload.port?;
   let case = Case {
     payload: &payload,
-    kernel: if found.kernel_free {
-      KernelLock::Free
-    } else {
-      KernelLock::Held
-    },
+    kernel: if found.kernel_free { KernelLock::Free } else { KernelLock::Held },
     own_pid: std::process::id(),
     held_here: registry::held_here(found.id),
     same_platform: req.platform == REAL_PLATFORM,
@@ -532,6 +493,9 @@ pub async fn active_port(req: &Request) -> Option<u16> {
   let judgement = owner::judge(&case, &owner::System).await;
   (judgement.status == Status::Alive).then_some(port)
 }
+
+/// Immediate retries allowed past the deadline before it is enforced.
+const MAX_RETRIES_IN_ROW: u32 = 3;
 
 /// How often an owner checks that its path still names its file.
 const WATCH_INTERVAL: Duration = Duration::from_millis(200);

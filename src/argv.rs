@@ -40,10 +40,7 @@ pub fn is_gateway_argv(args: &[String]) -> bool {
   if !normalized.iter().any(|a| a == "gateway") {
     return false;
   }
-  if normalized
-    .iter()
-    .any(|a| ENTRY_SUFFIXES.iter().any(|s| a.ends_with(s)))
-  {
+  if normalized.iter().any(|a| ENTRY_SUFFIXES.iter().any(|s| a.ends_with(s))) {
     return true;
   }
   names_binary(first, "openclaw")
@@ -73,10 +70,7 @@ mod tests {
     let cases: [(&[&str], bool); 14] = [
       (&["node", "dist/index.js", "--port", "18789"], false),
       (&["NODE", "C:\\OpenClaw\\DIST\\ENTRY.JS", "gateway"], true),
-      (
-        &["bun", "/srv/openclaw/scripts/run-node.mjs", "gateway"],
-        true,
-      ),
+      (&["bun", "/srv/openclaw/scripts/run-node.mjs", "gateway"], true),
       (&["node", "/srv/openclaw/openclaw.mjs", "gateway"], true),
       (&["tsx", "/srv/openclaw/src/entry.ts", "gateway"], true),
       (&["tsx", "/srv/openclaw/src/index.ts", "gateway"], true),
@@ -86,14 +80,7 @@ mod tests {
       (&["openclaw-gateway"], true),
       (&["node", "/srv/openclaw/custom.js", "gateway"], false),
       (&["python", "gateway", "script.py"], false),
-      (
-        &[
-          "C:\\Users\\me\\AppData\\Roaming\\npm\\openclaw.cmd",
-          "gateway",
-          "run",
-        ],
-        true,
-      ),
+      (&["C:\\Users\\me\\AppData\\Roaming\\npm\\openclaw.cmd", "gateway", "run"], true),
       (&["/Applications/Safari.app/Contents/MacOS/Safari"], false),
     ];
     for (args, expected) in cases {

@@ -96,10 +96,7 @@ fn failure(err: &LockError, events: Vec<Value>) -> Value {
 fn event_sink(on_event: Option<Function<String, ()>>) -> Result<(Emit, Arc<Mutex<Vec<Value>>>)> {
   let sink: Option<EventSink> = match on_event {
     Some(f) => Some(
-      f.build_threadsafe_function::<String>()
-        .weak::<true>()
-        .callee_handled::<false>()
-        .build()?,
+      f.build_threadsafe_function::<String>().weak::<true>().callee_handled::<false>().build()?,
     ),
     None => None,
   };
@@ -138,10 +135,7 @@ pub fn acquire<'env>(
       Err(e) => return failure(&e, Vec::new()),
     };
     let Some((acquire_id, cancel)) = registry::begin_acquire(key) else {
-      return failure(
-        &LockError::Internal("environment torn down".into()),
-        Vec::new(),
-      );
+      return failure(&LockError::Internal("environment torn down".into()), Vec::new());
     };
     let result = acquire::acquire(&request, &emit, &cancel).await;
     match result {
@@ -161,10 +155,7 @@ pub fn acquire<'env>(
               "events": events(&kept),
             })
           }
-          None => failure(
-            &LockError::Internal("environment torn down".into()),
-            events(&kept),
-          ),
+          None => failure(&LockError::Internal("environment torn down".into()), events(&kept)),
         }
       }
       Err(e) => {

@@ -31,10 +31,7 @@ pub fn parse_iso(text: &str) -> Option<f64> {
   let b = text.as_bytes();
   let num = |from: usize, len: usize| -> Option<i64> {
     let part = b.get(from..from + len)?;
-    part
-      .iter()
-      .all(u8::is_ascii_digit)
-      .then(|| std::str::from_utf8(part).ok()?.parse().ok())?
+    part.iter().all(u8::is_ascii_digit).then(|| std::str::from_utf8(part).ok()?.parse().ok())?
   };
   let (year, mut i) = (num(0, 4)?, 4);
   let (month, day) = (expect(b, i, b'-').and_then(|_| num(5, 2))?, num(8, 2)?);
@@ -120,15 +117,7 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
   let mp = (5 * doy + 2) / 153;
   let d = doy - (153 * mp + 2) / 5 + 1;
   let m = if mp < 10 { mp + 3 } else { mp - 9 };
-  (
-    if m <= 2 {
-      yoe + era * 400 + 1
-    } else {
-      yoe + era * 400
-    },
-    m,
-    d,
-  )
+  (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
 }
 
 #[cfg(test)]
@@ -144,12 +133,7 @@ mod tests {
 
   #[test]
   fn parse_iso_reads_what_iso_writes() {
-    for ms in [
-      0.0,
-      1_780_142_400_123.0,
-      951_782_400_000.0,
-      4_102_444_799_999.0,
-    ] {
+    for ms in [0.0, 1_780_142_400_123.0, 951_782_400_000.0, 4_102_444_799_999.0] {
       assert_eq!(parse_iso(&iso(ms)), Some(ms));
     }
   }
@@ -163,13 +147,7 @@ mod tests {
 
   #[test]
   fn parse_iso_rejects_garbage() {
-    for bad in [
-      "",
-      "yesterday",
-      "2026-13-01",
-      "2026-02-30T00:00Z",
-      "2026-01-01T00:00:00Zjunk",
-    ] {
+    for bad in ["", "yesterday", "2026-13-01", "2026-02-30T00:00Z", "2026-01-01T00:00:00Zjunk"] {
       assert_eq!(parse_iso(bad), None, "{bad}");
     }
   }

@@ -9,49 +9,30 @@ use serde_json::{json, Value};
 #[derive(Debug)]
 pub enum LockError {
   /// The owner stayed alive (or unknown) until the deadline.
-  Locked {
-    owner_pid: Option<f64>,
-    timeout_ms: u64,
-  },
+  Locked { owner_pid: Option<f64>, timeout_ms: u64 },
   /// An OS error, with the message that names the path it happened at.
   Os { message: String, source: io::Error },
   /// An OS-like refusal we decided ourselves (symlinked or foreign directory).
-  Refused {
-    message: String,
-    code: &'static str,
-    why: String,
-  },
+  Refused { message: String, code: &'static str, why: String },
   /// A panic or another bug inside the addon, turned into a rejection.
   Internal(String),
 }
 
 impl LockError {
   pub fn os(message: impl Into<String>, source: io::Error) -> Self {
-    LockError::Os {
-      message: message.into(),
-      source,
-    }
+    LockError::Os { message: message.into(), source }
   }
 
   pub fn dir(dir: &str, source: io::Error) -> Self {
-    Self::os(
-      format!("failed to prepare gateway lock directory at {dir}"),
-      source,
-    )
+    Self::os(format!("failed to prepare gateway lock directory at {dir}"), source)
   }
 
   pub fn create(lock_path: &str, source: io::Error) -> Self {
-    Self::os(
-      format!("failed to acquire gateway lock at {lock_path}"),
-      source,
-    )
+    Self::os(format!("failed to acquire gateway lock at {lock_path}"), source)
   }
 
   pub fn read(lock_path: &str, source: io::Error) -> Self {
-    Self::os(
-      format!("failed to read gateway lock at {lock_path}"),
-      source,
-    )
+    Self::os(format!("failed to read gateway lock at {lock_path}"), source)
   }
 
   pub fn reclaim(lock_path: &str, source: io::Error) -> Self {
@@ -61,21 +42,13 @@ impl LockError {
   }
 
   pub fn release(lock_path: &str, source: io::Error) -> Self {
-    Self::os(
-      format!("failed to remove gateway lock file (release) at {lock_path}"),
-      source,
-    )
+    Self::os(format!("failed to remove gateway lock file (release) at {lock_path}"), source)
   }
 
   pub fn message(&self) -> String {
     match self {
-      LockError::Locked {
-        owner_pid,
-        timeout_ms,
-      } => {
-        let owner = owner_pid
-          .map(|pid| format!(" (pid {})", js_number(pid)))
-          .unwrap_or_default();
+      LockError::Locked { owner_pid, timeout_ms } => {
+        let owner = owner_pid.map(|pid| format!(" (pid {})", js_number(pid))).unwrap_or_default();
         format!("gateway already running{owner}; lock timeout after {timeout_ms}ms")
       }
       LockError::Os { message, .. } | LockError::Refused { message, .. } => message.clone(),
@@ -119,9 +92,7 @@ pub fn js_number(n: f64) -> String {
 /// The symbolic name of an OS error ("EACCES"), as Node prints it.
 pub fn os_code(err: &io::Error) -> String {
   match err.raw_os_error() {
-    Some(n) => errno_name(n)
-      .map(str::to_string)
-      .unwrap_or_else(|| format!("E{n}")),
+    Some(n) => errno_name(n).map(str::to_string).unwrap_or_else(|| format!("E{n}")),
     None => match err.kind() {
       io::ErrorKind::NotFound => "ENOENT".into(),
       io::ErrorKind::PermissionDenied => "EACCES".into(),
@@ -190,26 +161,11 @@ mod tests {
 
   #[test]
   fn timeout_message_matches_the_typescript_one() {
-    let err = LockError::Locked {
-      owner_pid: Some(4242.0),
-      timeout_ms: 800,
-    };
-    assert_eq!(
-      err.message(),
-      "gateway already running (pid 4242); lock timeout after 800ms"
-    );
-    let err = LockError::Locked {
-      owner_pid: None,
-      timeout_ms: 5000,
-    };
-    assert_eq!(
-      err.message(),
-      "gateway already running; lock timeout after 5000ms"
-    );
-    let err = LockError::Locked {
-      owner_pid: Some(1.5),
-      timeout_ms: 1,
-    };
+    let err = LockError::Locked { owner_pid: Some(4242.0), timeout_ms: 800 };
+    assert_eq!(err.message(), "gateway already running (pid 4242); lock timeout after 800ms");
+    let err = LockError::Locked { owner_pid: None, timeout_ms: 5000 };
+    assert_eq!(err.message(), "gateway already running; lock timeout after 5000ms");
+    let err = LockError::Locked { owner_pid: Some(1.5), timeout_ms: 1 };
     assert!(err.message().contains("(pid 1.5)"));
   }
 

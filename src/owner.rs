@@ -118,18 +118,11 @@ pub async fn judge(case: &Case<'_>, host: &impl Host) -> Judgement {
     }
     _ => None,
   };
-  Judgement {
-    status,
-    reclaim,
-    evidence,
-  }
+  Judgement { status, reclaim, evidence }
 }
 
 fn note(evidence: &mut Vec<Evidence>, check: &'static str, result: impl Into<String>) {
-  evidence.push(Evidence {
-    check,
-    result: result.into(),
-  });
+  evidence.push(Evidence { check, result: result.into() });
 }
 
 fn rows_1_to_10(case: &Case, host: &impl Host, evidence: &mut Vec<Evidence>) -> Option<Status> {
@@ -147,30 +140,14 @@ fn rows_1_to_10(case: &Case, host: &impl Host, evidence: &mut Vec<Evidence>) -> 
   }
 
   let Some(pid) = payload.pid else {
-    note(
-      evidence,
-      "payload",
-      if payload.torn { "torn" } else { "no-owner" },
-    );
+    note(evidence, "payload", if payload.torn { "torn" } else { "no-owner" });
     return Some(Status::Unknown);
   };
   if pid == case.own_pid {
     // A pid means nothing across a restart or a PID namespace: only a handle
     // this process holds on this very file makes it ours.
-    note(
-      evidence,
-      "pid",
-      if case.held_here {
-        "own-held"
-      } else {
-        "own-leftover"
-      },
-    );
-    return Some(if case.held_here {
-      Status::Alive
-    } else {
-      Status::Dead
-    });
+    note(evidence, "pid", if case.held_here { "own-held" } else { "own-leftover" });
+    return Some(if case.held_here { Status::Alive } else { Status::Dead });
   }
 
   match host.pid_state(pid) {
@@ -247,24 +224,11 @@ fn aged_out(case: &Case, evidence: &mut Vec<Evidence>) -> bool {
   let stale_after = |limit: f64, age: f64| age > limit || age < -limit;
   let (check, stale) = if payload.torn {
     let limit = TORN_GRACE_MS.min(case.stale_ms);
-    (
-      "torn-age",
-      case
-        .mtime_ms
-        .is_some_and(|m| stale_after(limit, case.now_ms - m)),
-    )
+    ("torn-age", case.mtime_ms.is_some_and(|m| stale_after(limit, case.now_ms - m)))
   } else if let Some(created) = payload.created_at.as_deref().and_then(parse_iso) {
-    (
-      "created-age",
-      stale_after(case.stale_ms, case.now_ms - created),
-    )
+    ("created-age", stale_after(case.stale_ms, case.now_ms - created))
   } else {
-    (
-      "mtime-age",
-      case
-        .mtime_ms
-        .is_some_and(|m| stale_after(case.stale_ms, case.now_ms - m)),
-    )
+    ("mtime-age", case.mtime_ms.is_some_and(|m| stale_after(case.stale_ms, case.now_ms - m)))
   };
   note(evidence, check, if stale { "stale" } else { "fresh" });
   stale
@@ -291,24 +255,13 @@ mod tests {
       self.start
     }
     fn cmdline(&self, _: u32) -> Option<Vec<String>> {
-      self
-        .args
-        .as_ref()
-        .map(|a| a.iter().map(|s| s.to_string()).collect())
+      self.args.as_ref().map(|a| a.iter().map(|s| s.to_string()).collect())
     }
   }
 
   fn host(state: PidState, start: Option<f64>, args: Option<Vec<&'static str>>) -> Fake {
-    let start = start.map(|identity| StartTimes {
-      identity,
-      epoch_ms: Some(1_000_000.0),
-    });
-    Fake {
-      state,
-      start,
-      args,
-      queried: Cell::new(false),
-    }
+    let start = start.map(|identity| StartTimes { identity, epoch_ms: Some(1_000_000.0) });
+    Fake { state, start, args, queried: Cell::new(false) }
   }
 
   fn payload(text: &str) -> Payload {
@@ -352,14 +305,8 @@ mod tests {
   #[test]
   fn a_released_kernel_lock_is_dead_even_when_the_pid_lives() {
     let p = payload(r#"{"pid":99,"kernelLock":true}"#);
-    let j = run(
-      &case(&p, KernelLock::Free),
-      &host(PidState::Exists, Some(5.0), None),
-    );
-    assert_eq!(
-      (j.status, j.reclaim),
-      (Status::Dead, Some(Reclaim::OwnerDead))
-    );
+    let j = run(&case(&p, KernelLock::Free), &host(PidState::Exists, Some(5.0), None));
+    assert_eq!((j.status, j.reclaim), (Status::Dead, Some(Reclaim::OwnerDead)));
   }
 
   #[test]
@@ -367,10 +314,7 @@ mod tests {
     let p = payload(r#"{"pid":1}"#);
     let fake = host(PidState::Exists, None, Some(GATEWAY.to_vec()));
     assert_eq!(run(&case(&p, KernelLock::Free), &fake).status, Status::Dead);
-    let held = Case {
-      held_here: true,
-      ..case(&p, KernelLock::Free)
-    };
+    let held = Case { held_here: true, ..case(&p, KernelLock::Free) };
     assert_eq!(run(&held, &fake).status, Status::Alive);
   }
 
@@ -378,10 +322,7 @@ mod tests {
   fn a_missing_or_zombie_pid_is_dead() {
     let p = payload(r#"{"pid":99}"#);
     for state in [PidState::Missing, PidState::Zombie] {
-      assert_eq!(
-        run(&case(&p, KernelLock::Free), &host(state, None, None)).status,
-        Status::Dead
-      );
+      assert_eq!(run(&case(&p, KernelLock::Free), &host(state, None, None)).status, Status::Dead);
     }
   }
 
@@ -389,47 +330,30 @@ mod tests {
   fn start_identity_decides_before_the_command_line() {
     let p = payload(r#"{"pid":99,"startTime":111}"#);
     let gateway = Some(GATEWAY.to_vec());
-    let j = run(
-      &case(&p, KernelLock::Free),
-      &host(PidState::Exists, Some(222.0), gateway.clone()),
-    );
+    let j = run(&case(&p, KernelLock::Free), &host(PidState::Exists, Some(222.0), gateway.clone()));
     assert_eq!(j.status, Status::Dead);
-    let j = run(
-      &case(&p, KernelLock::Free),
-      &host(PidState::Exists, Some(111.0), Some(vec!["x"])),
-    );
+    let j = run(&case(&p, KernelLock::Free), &host(PidState::Exists, Some(111.0), Some(vec!["x"])));
     assert_eq!(j.status, Status::Alive);
   }
 
   #[test]
   fn a_process_started_after_the_lock_was_written_reused_the_pid() {
     let p = payload(r#"{"pid":99,"createdAt":"1970-01-01T00:00:00.000Z"}"#);
-    let j = run(
-      &case(&p, KernelLock::Free),
-      &host(PidState::Exists, Some(1.0), Some(GATEWAY.to_vec())),
-    );
+    let j =
+      run(&case(&p, KernelLock::Free), &host(PidState::Exists, Some(1.0), Some(GATEWAY.to_vec())));
     assert_eq!(j.status, Status::Dead);
-    assert!(j.evidence.contains(&Evidence {
-      check: "started",
-      result: "after-lock".into()
-    }));
+    assert!(j.evidence.contains(&Evidence { check: "started", result: "after-lock".into() }));
   }
 
   #[test]
   fn the_command_line_decides_when_it_is_readable() {
     let p = payload(r#"{"pid":99}"#);
-    let alive = run(
-      &case(&p, KernelLock::Free),
-      &host(PidState::Exists, None, Some(GATEWAY.to_vec())),
-    );
+    let alive =
+      run(&case(&p, KernelLock::Free), &host(PidState::Exists, None, Some(GATEWAY.to_vec())));
     assert_eq!(alive.status, Status::Alive);
     let other = Some(vec!["node", "-e", "0"]);
     assert_eq!(
-      run(
-        &case(&p, KernelLock::Free),
-        &host(PidState::Exists, None, other)
-      )
-      .status,
+      run(&case(&p, KernelLock::Free), &host(PidState::Exists, None, other)).status,
       Status::Dead
     );
   }
@@ -437,29 +361,17 @@ mod tests {
   #[test]
   fn an_unreadable_live_owner_is_unknown_on_linux_and_never_ages_out() {
     let p = payload(r#"{"pid":99,"createdAt":"1970-01-01T00:00:00.000Z"}"#);
-    let j = run(
-      &case(&p, KernelLock::Free),
-      &host(PidState::Exists, None, None),
-    );
+    let j = run(&case(&p, KernelLock::Free), &host(PidState::Exists, None, None));
     assert_eq!((j.status, j.reclaim), (Status::Unknown, None));
-    let mac = Case {
-      linux: false,
-      ..case(&p, KernelLock::Free)
-    };
-    assert_eq!(
-      run(&mac, &host(PidState::Exists, None, None)).status,
-      Status::Alive
-    );
+    let mac = Case { linux: false, ..case(&p, KernelLock::Free) };
+    assert_eq!(run(&mac, &host(PidState::Exists, None, None)).status, Status::Alive);
   }
 
   #[test]
   fn an_ownerless_payload_ages_out_by_created_at_including_the_future() {
     let fake = host(PidState::Exists, None, None);
     let old = payload(r#"{"pid":0,"createdAt":"1970-01-01T00:00:00.000Z"}"#);
-    assert_eq!(
-      run(&case(&old, KernelLock::Free), &fake).reclaim,
-      Some(Reclaim::StaleUnknownOwner)
-    );
+    assert_eq!(run(&case(&old, KernelLock::Free), &fake).reclaim, Some(Reclaim::StaleUnknownOwner));
     let future = payload(r#"{"pid":0,"createdAt":"2999-01-01T00:00:00.000Z"}"#);
     assert_eq!(
       run(&case(&future, KernelLock::Free), &fake).reclaim,
@@ -473,15 +385,9 @@ mod tests {
   fn a_torn_file_waits_two_seconds_then_is_reclaimed() {
     let fake = host(PidState::Exists, None, None);
     let torn = payload("");
-    let young = Case {
-      mtime_ms: Some(1_999_000.0),
-      ..case(&torn, KernelLock::Free)
-    };
+    let young = Case { mtime_ms: Some(1_999_000.0), ..case(&torn, KernelLock::Free) };
     assert_eq!(run(&young, &fake).reclaim, None);
-    let old = Case {
-      mtime_ms: Some(1_997_000.0),
-      ..case(&torn, KernelLock::Free)
-    };
+    let old = Case { mtime_ms: Some(1_997_000.0), ..case(&torn, KernelLock::Free) };
     assert_eq!(run(&old, &fake).reclaim, Some(Reclaim::StaleUnknownOwner));
   }
 }

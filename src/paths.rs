@@ -15,12 +15,7 @@ pub struct PathInputs<'a> {
 }
 
 const LEGACY_STATE_DIRS: [&str; 4] = [".openclaw", ".clawdbot", ".moldbot", ".moltbot"];
-const CONFIG_NAMES: [&str; 4] = [
-  "openclaw.json",
-  "clawdbot.json",
-  "moldbot.json",
-  "moltbot.json",
-];
+const CONFIG_NAMES: [&str; 4] = ["openclaw.json", "clawdbot.json", "moldbot.json", "moltbot.json"];
 
 /// The config path that names the lock, as the TypeScript `resolveConfigPath`
 /// computes it. `exists` answers like `fs.existsSync`.
@@ -61,10 +56,7 @@ fn candidate_search(
         dirs.push(user_path(inputs, home, &dir));
       }
       dirs.extend(LEGACY_STATE_DIRS.iter().map(|leaf| join(home, leaf)));
-      dirs
-        .iter()
-        .flat_map(|dir| CONFIG_NAMES.iter().map(move |name| join(dir, name)))
-        .collect()
+      dirs.iter().flat_map(|dir| CONFIG_NAMES.iter().map(move |name| join(dir, name))).collect()
     }
   };
   if let Some(found) = candidates.iter().find(|candidate| exists(candidate)) {
@@ -92,13 +84,7 @@ fn home_dir(inputs: &PathInputs) -> String {
   let fallback = || {
     var(inputs, "HOME")
       .or_else(|| var(inputs, "USERPROFILE"))
-      .or_else(|| {
-        inputs
-          .os_home
-          .map(str::trim)
-          .filter(|h| !h.is_empty())
-          .map(String::from)
-      })
+      .or_else(|| inputs.os_home.map(str::trim).filter(|h| !h.is_empty()).map(String::from))
   };
   let home = match var(inputs, "OPENCLAW_HOME") {
     Some(custom) if custom == "~" || custom.starts_with("~/") || custom.starts_with("~\\") => {
@@ -143,11 +129,7 @@ pub fn join(dir: &str, leaf: &str) -> String {
 /// Node's `path.resolve(cwd, p)` on POSIX: absolute, normalised, no trailing slash.
 #[cfg(not(windows))]
 pub fn resolve(cwd: &str, p: &str) -> String {
-  let joined = if p.starts_with('/') {
-    p.to_string()
-  } else {
-    format!("{cwd}/{p}")
-  };
+  let joined = if p.starts_with('/') { p.to_string() } else { format!("{cwd}/{p}") };
   let mut parts: Vec<&str> = Vec::new();
   for part in joined.split('/') {
     match part {
@@ -193,28 +175,18 @@ mod tests {
   use super::*;
 
   fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs
-      .iter()
-      .map(|(k, v)| (k.to_string(), v.to_string()))
-      .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
   }
 
   fn resolve_with(pairs: &[(&str, &str)], existing: &[&str]) -> String {
     let env = env(pairs);
-    let inputs = PathInputs {
-      env: &env,
-      cwd: "/work",
-      os_home: Some("/root"),
-    };
+    let inputs = PathInputs { env: &env, cwd: "/work", os_home: Some("/root") };
     config_path(&inputs, &|p| existing.contains(&p))
   }
 
   #[test]
   fn example_a_existing_config_under_home() {
-    let existing = [
-      "/home/alice/.openclaw",
-      "/home/alice/.openclaw/openclaw.json",
-    ];
+    let existing = ["/home/alice/.openclaw", "/home/alice/.openclaw/openclaw.json"];
     let config = resolve_with(&[("HOME", "/home/alice")], &existing);
     assert_eq!(config, "/home/alice/.openclaw/openclaw.json");
     assert_eq!(lock_file_name(&config), "gateway.b33b0d7f.lock");
@@ -222,52 +194,35 @@ mod tests {
 
   #[test]
   fn example_b_state_dir_override_with_nothing_on_disk() {
-    let config = resolve_with(
-      &[
-        ("HOME", "/home/alice"),
-        ("OPENCLAW_STATE_DIR", "/srv/oc/state"),
-      ],
-      &[],
-    );
+    let config =
+      resolve_with(&[("HOME", "/home/alice"), ("OPENCLAW_STATE_DIR", "/srv/oc/state")], &[]);
     assert_eq!(config, "/srv/oc/state/openclaw.json");
     assert_eq!(lock_file_name(&config), "gateway.a00b32f2.lock");
   }
 
   #[test]
   fn example_c_macos_home() {
-    let existing = [
-      "/Users/alice/.openclaw",
-      "/Users/alice/.openclaw/openclaw.json",
-    ];
+    let existing = ["/Users/alice/.openclaw", "/Users/alice/.openclaw/openclaw.json"];
     let config = resolve_with(&[("HOME", "/Users/alice")], &existing);
     assert_eq!(lock_file_name(&config), "gateway.dd9c04cd.lock");
   }
 
   #[test]
   fn example_d_windows_config_path_hashes_with_backslashes() {
-    assert_eq!(
-      lock_file_name("C:\\Users\\me\\.openclaw\\openclaw.json"),
-      "gateway.0dad65c1.lock"
-    );
+    assert_eq!(lock_file_name("C:\\Users\\me\\.openclaw\\openclaw.json"), "gateway.0dad65c1.lock");
   }
 
   #[test]
   fn legacy_state_dir_and_file_names_are_found() {
     let existing = ["/h/.moltbot", "/h/.moltbot/clawdbot.json"];
-    assert_eq!(
-      resolve_with(&[("HOME", "/h")], &existing),
-      "/h/.moltbot/clawdbot.json"
-    );
+    assert_eq!(resolve_with(&[("HOME", "/h")], &existing), "/h/.moltbot/clawdbot.json");
   }
 
   #[test]
   fn clawdbot_config_path_counts_only_when_no_config_exists_in_the_state_dir() {
     let pairs = [("HOME", "/h"), ("CLAWDBOT_CONFIG_PATH", "/etc/c.json")];
     assert_eq!(resolve_with(&pairs, &[]), "/etc/c.json");
-    assert_eq!(
-      resolve_with(&pairs, &["/h/.openclaw/openclaw.json"]),
-      "/h/.openclaw/openclaw.json"
-    );
+    assert_eq!(resolve_with(&pairs, &["/h/.openclaw/openclaw.json"]), "/h/.openclaw/openclaw.json");
   }
 
   #[test]
@@ -286,10 +241,7 @@ mod tests {
 
   #[test]
   fn home_falls_back_to_userprofile_then_os_home() {
-    assert_eq!(
-      resolve_with(&[("USERPROFILE", "/u")], &[]),
-      "/u/.openclaw/openclaw.json"
-    );
+    assert_eq!(resolve_with(&[("USERPROFILE", "/u")], &[]), "/u/.openclaw/openclaw.json");
     assert_eq!(resolve_with(&[], &[]), "/root/.openclaw/openclaw.json");
   }
 

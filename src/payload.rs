@@ -48,10 +48,7 @@ pub struct Payload {
 
 impl Payload {
   pub fn parse(bytes: &[u8]) -> Payload {
-    let torn = Payload {
-      torn: true,
-      ..Payload::default()
-    };
+    let torn = Payload { torn: true, ..Payload::default() };
     let Ok(value) = serde_json::from_slice::<Value>(bytes) else {
       return torn;
     };
@@ -66,14 +63,8 @@ impl Payload {
       torn: false,
       pid: pid.map(|p| p as u32),
       raw_pid,
-      created_at: map
-        .get("createdAt")
-        .and_then(Value::as_str)
-        .map(String::from),
-      config_path: map
-        .get("configPath")
-        .and_then(Value::as_str)
-        .map(String::from),
+      created_at: map.get("createdAt").and_then(Value::as_str).map(String::from),
+      config_path: map.get("configPath").and_then(Value::as_str).map(String::from),
       start_time: map.get("startTime").and_then(Value::as_f64),
       port: port.map(|p| p as u16),
       kernel_lock: map.get("kernelLock") == Some(&Value::Bool(true)),
@@ -136,12 +127,7 @@ mod tests {
 
   #[test]
   fn unusable_pids_leave_no_owner_but_keep_the_number_for_messages() {
-    for (text, raw) in [
-      ("0", 0.0),
-      ("-3", -3.0),
-      ("1.5", 1.5),
-      ("2147483648", 2147483648.0),
-    ] {
+    for (text, raw) in [("0", 0.0), ("-3", -3.0), ("1.5", 1.5), ("2147483648", 2147483648.0)] {
       let read = Payload::parse(format!(r#"{{"pid":{text}}}"#).as_bytes());
       assert_eq!(read.pid, None, "{text}");
       assert_eq!(read.raw_pid, Some(raw));
@@ -153,10 +139,7 @@ mod tests {
   fn optional_fields_of_the_wrong_type_are_dropped() {
     let read = Payload::parse(br#"{"pid":9,"startTime":"abc","port":70000,"createdAt":5}"#);
     assert_eq!(read.pid, Some(9));
-    assert_eq!(
-      (read.start_time, read.port, read.created_at),
-      (None, None, None)
-    );
+    assert_eq!((read.start_time, read.port, read.created_at), (None, None, None));
     assert!(!Payload::parse(br#"{"pid":9,"kernelLock":"yes"}"#).kernel_lock);
   }
 }

@@ -11,10 +11,7 @@ use tokio::time::timeout;
 /// The default bound of one probe, as in the TypeScript version.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
 
-const LOOPBACKS: [IpAddr; 2] = [
-  IpAddr::V4(Ipv4Addr::LOCALHOST),
-  IpAddr::V6(Ipv6Addr::LOCALHOST),
-];
+const LOOPBACKS: [IpAddr; 2] = [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PortState {

@@ -47,9 +47,7 @@ pub struct Held {
 }
 
 fn unpoisoned<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-  mutex
-    .lock()
-    .unwrap_or_else(|poisoned| poisoned.into_inner())
+  mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Held {
@@ -96,9 +94,7 @@ static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 fn with<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
-  let mut guard = REGISTRY
-    .lock()
-    .unwrap_or_else(|poisoned| poisoned.into_inner());
+  let mut guard = REGISTRY.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
   f(guard.get_or_insert_with(Registry::default))
 }
 
@@ -128,11 +124,7 @@ pub fn begin_acquire(env: u64) -> Option<(u64, Arc<Cancel>)> {
 pub fn finish_acquire(env: u64, acquire: u64, held: Option<Held>) -> Option<(u64, Arc<Held>)> {
   let held = held.map(Arc::new);
   let registered = with(|r| {
-    let alive = r
-      .envs
-      .get_mut(&env)
-      .map(|pending| pending.remove(&acquire))
-      .is_some();
+    let alive = r.envs.get_mut(&env).map(|pending| pending.remove(&acquire)).is_some();
     let held = held.clone().filter(|_| alive)?;
     let id = next_id();
     r.held.insert(id, held.clone());
@@ -149,9 +141,7 @@ pub fn finish_acquire(env: u64, acquire: u64, held: Option<Held>) -> Option<(u64
 /// Whether a handle of this process holds the file with this identity.
 pub fn held_here(id: FileId) -> bool {
   let all: Vec<Arc<Held>> = with(|r| r.held.values().cloned().collect());
-  all
-    .iter()
-    .any(|held| held.lock().as_ref().is_some_and(|lock| lock.id == id))
+  all.iter().any(|held| held.lock().as_ref().is_some_and(|lock| lock.id == id))
 }
 
 /// Takes a handle out of the registry, for `release()`.
@@ -169,12 +159,7 @@ pub fn is_registered(handle: u64) -> bool {
 pub fn teardown_env(env: u64) {
   let (pending, held) = with(|r| {
     let pending = r.envs.remove(&env).unwrap_or_default();
-    let ids: Vec<u64> = r
-      .held
-      .iter()
-      .filter(|(_, h)| h.env == env)
-      .map(|(id, _)| *id)
-      .collect();
+    let ids: Vec<u64> = r.held.iter().filter(|(_, h)| h.env == env).map(|(id, _)| *id).collect();
     let held: Vec<Arc<Held>> = ids.iter().filter_map(|id| r.held.remove(id)).collect();
     (pending, held)
   });

@@ -12,9 +12,7 @@ static RUNTIME: Mutex<Option<&'static Runtime>> = Mutex::new(None);
 /// eventfd); when the process has none left this fails with `EMFILE` and a
 /// later call tries again, instead of panicking.
 pub fn get() -> io::Result<&'static Runtime> {
-  let mut slot = RUNTIME
-    .lock()
-    .unwrap_or_else(|poisoned| poisoned.into_inner());
+  let mut slot = RUNTIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
   if let Some(runtime) = *slot {
     return Ok(runtime);
   }

@@ -80,11 +80,7 @@ mod linux {
       let fd = self.inotify.get_ref().as_raw_fd();
       // SAFETY: lock_path is NUL-terminated; IN_DONT_FOLLOW never follows a link.
       unsafe {
-        libc::inotify_add_watch(
-          fd,
-          self.lock_path.as_ptr(),
-          FILE_EVENTS | libc::IN_DONT_FOLLOW,
-        )
+        libc::inotify_add_watch(fd, self.lock_path.as_ptr(), FILE_EVENTS | libc::IN_DONT_FOLLOW)
       };
     }
 

@@ -60,10 +60,7 @@ fn lstat_at(dir: RawFd, name: &str) -> io::Result<libc::stat> {
 // The field types differ between Linux and macOS; the casts are needed there.
 #[allow(clippy::unnecessary_cast)]
 fn id_of(st: &libc::stat) -> FileId {
-  FileId {
-    dev: st.st_dev as u64,
-    ino: st.st_ino as u64,
-  }
+  FileId { dev: st.st_dev as u64, ino: st.st_ino as u64 }
 }
 
 fn kind_of(st: &libc::stat) -> Option<EntryKind> {
@@ -119,10 +116,7 @@ impl LockDir {
 
   /// Another descriptor of the same open directory (and its shared lock).
   pub fn try_clone(&self) -> io::Result<LockDir> {
-    Ok(LockDir {
-      path: self.path.clone(),
-      fd: self.fd.try_clone()?,
-    })
+    Ok(LockDir { path: self.path.clone(), fd: self.fd.try_clone()? })
   }
 
   /// Best effort: a cleaner holding the directory exclusively for a moment
@@ -136,10 +130,7 @@ impl LockDir {
 /// another user, and tightens one of ours that is open to group or others.
 pub fn prepare_dir(path: &str) -> Result<LockDir, LockError> {
   let fail = |e| LockError::dir(path, e);
-  if let Some(parent) = std::path::Path::new(path)
-    .parent()
-    .filter(|p| !p.as_os_str().is_empty())
-  {
+  if let Some(parent) = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
     if !parent.exists() {
       std::fs::create_dir_all(parent).map_err(fail)?;
     }
@@ -160,11 +151,7 @@ pub fn prepare_dir(path: &str) -> Result<LockDir, LockError> {
       if is_link {
         let why = format!("EACCES: lock directory {path} is a symbolic link");
         let message = format!("failed to prepare gateway lock directory at {path}");
-        return Err(LockError::Refused {
-          message,
-          code: "EACCES",
-          why,
-        });
+        return Err(LockError::Refused { message, code: "EACCES", why });
       }
       return Err(fail(e));
     }
@@ -175,25 +162,15 @@ pub fn prepare_dir(path: &str) -> Result<LockDir, LockError> {
   // SAFETY: geteuid cannot fail.
   let me = unsafe { libc::geteuid() };
   if st.st_uid != me {
-    let why = format!(
-      "EACCES: lock directory {path} is owned by uid {}, not {me}",
-      st.st_uid
-    );
+    let why = format!("EACCES: lock directory {path} is owned by uid {}, not {me}", st.st_uid);
     let message = format!("failed to prepare gateway lock directory at {path}");
-    return Err(LockError::Refused {
-      message,
-      code: "EACCES",
-      why,
-    });
+    return Err(LockError::Refused { message, code: "EACCES", why });
   }
   if st.st_mode & 0o077 != 0 {
     // SAFETY: fchmod on an open directory fd.
     check(unsafe { libc::fchmod(dir.as_raw_fd(), 0o700) }).map_err(fail)?;
   }
-  Ok(LockDir {
-    path: path.to_string(),
-    fd: dir,
-  })
+  Ok(LockDir { path: path.to_string(), fd: dir })
 }
 
 /// A lock this process owns: the open, kernel-locked file and the directory.
@@ -269,12 +246,7 @@ pub fn create(dir: &LockDir, name: &str, payload: &[u8]) -> io::Result<Created> 
 
 fn finish(dir: LockDir, name: &str, file: File) -> io::Result<Created> {
   let st = fstat(file.as_raw_fd())?;
-  Ok(Created::Owned(OwnedLock {
-    dir,
-    name: name.to_string(),
-    id: id_of(&st),
-    file,
-  }))
+  Ok(Created::Owned(OwnedLock { dir, name: name.to_string(), id: id_of(&st), file }))
 }
 
 /// Fills a fresh private file: payload, exact mode, exclusive kernel lock.
@@ -416,13 +388,7 @@ pub fn open_existing(dir: &LockDir, name: &str) -> io::Result<Found> {
     bytes.clear();
     (&mut file).take(MAX_PAYLOAD).read_to_end(&mut bytes)
   })?;
-  Ok(Found::File(FoundFile {
-    id: id_of(&st),
-    bytes,
-    mtime_ms: mtime_ms(&st),
-    kernel_free,
-    file,
-  }))
+  Ok(Found::File(FoundFile { id: id_of(&st), bytes, mtime_ms: mtime_ms(&st), kernel_free, file }))
 }
 
 impl FoundFile {
@@ -489,14 +455,7 @@ fn rename_noreplace(dir: RawFd, from: &str, to: &str) -> io::Result<()> {
   let (from, to) = (cstr(from)?, cstr(to)?);
   // SAFETY: both names are NUL-terminated; renameat2 is a plain syscall.
   let rc = unsafe {
-    libc::syscall(
-      libc::SYS_renameat2,
-      dir,
-      from.as_ptr(),
-      dir,
-      to.as_ptr(),
-      libc::RENAME_NOREPLACE,
-    )
+    libc::syscall(libc::SYS_renameat2, dir, from.as_ptr(), dir, to.as_ptr(), libc::RENAME_NOREPLACE)
   };
   check(rc as libc::c_int).map(|_| ())
 }

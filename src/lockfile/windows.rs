@@ -36,16 +36,7 @@ fn try_lock(file: &File) -> io::Result<bool> {
   overlapped.Anonymous.Anonymous.OffsetHigh = i32::MAX as u32;
   let flags = LOCKFILE_EXCLUSIVE_LOCK | LOCKFILE_FAIL_IMMEDIATELY;
   // SAFETY: the handle is open for the call; overlapped outlives it.
-  let ok = unsafe {
-    LockFileEx(
-      file.as_raw_handle() as HANDLE,
-      flags,
-      0,
-      1,
-      0,
-      &mut overlapped,
-    )
-  };
+  let ok = unsafe { LockFileEx(file.as_raw_handle() as HANDLE, flags, 0, 1, 0, &mut overlapped) };
   if ok != 0 {
     return Ok(true);
   }
@@ -64,10 +55,7 @@ fn file_id(file: &File) -> io::Result<FileId> {
     return Err(io::Error::last_os_error());
   }
   let ino = ((info.nFileIndexHigh as u64) << 32) | info.nFileIndexLow as u64;
-  Ok(FileId {
-    dev: info.dwVolumeSerialNumber as u64,
-    ino,
-  })
+  Ok(FileId { dev: info.dwVolumeSerialNumber as u64, ino })
 }
 
 fn open_shared(path: &Path) -> io::Result<File> {
@@ -108,9 +96,7 @@ impl LockDir {
   }
 
   pub fn try_clone(&self) -> io::Result<LockDir> {
-    Ok(LockDir {
-      path: self.path.clone(),
-    })
+    Ok(LockDir { path: self.path.clone() })
   }
 
   pub fn hold_shared(&self) -> bool {
@@ -120,10 +106,7 @@ impl LockDir {
 
 pub fn prepare_dir(path: &str) -> Result<LockDir, LockError> {
   let fail = |e| LockError::dir(path, e);
-  if let Some(parent) = Path::new(path)
-    .parent()
-    .filter(|p| !p.as_os_str().is_empty())
-  {
+  if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
     if !parent.exists() {
       fs::create_dir_all(parent).map_err(fail)?;
     }
@@ -134,17 +117,11 @@ pub fn prepare_dir(path: &str) -> Result<LockDir, LockError> {
   }
   let meta = fs::symlink_metadata(path).map_err(fail)?;
   match kind_of(&meta) {
-    Some(EntryKind::Directory) => Ok(LockDir {
-      path: path.to_string(),
-    }),
+    Some(EntryKind::Directory) => Ok(LockDir { path: path.to_string() }),
     Some(EntryKind::Symlink) => {
       let why = format!("EACCES: lock directory {path} is a symbolic link or junction");
       let message = format!("failed to prepare gateway lock directory at {path}");
-      Err(LockError::Refused {
-        message,
-        code: "EACCES",
-        why,
-      })
+      Err(LockError::Refused { message, code: "EACCES", why })
     }
     _ => Err(fail(io::Error::from_raw_os_error(267))),
   }
@@ -190,12 +167,7 @@ fn fill(file: &mut File, payload: &[u8]) -> io::Result<()> {
 }
 
 fn create_new(path: &Path) -> io::Result<File> {
-  OpenOptions::new()
-    .read(true)
-    .write(true)
-    .create_new(true)
-    .share_mode(SHARE_ALL)
-    .open(path)
+  OpenOptions::new().read(true).write(true).create_new(true).share_mode(SHARE_ALL).open(path)
 }
 
 pub fn create(dir: &LockDir, name: &str, payload: &[u8]) -> io::Result<Created> {
@@ -223,12 +195,7 @@ pub fn create(dir: &LockDir, name: &str, payload: &[u8]) -> io::Result<Created> 
     Err(e) => return Err(e),
   };
   let id = file_id(&file)?;
-  Ok(Created::Owned(OwnedLock {
-    dir: dir.try_clone()?,
-    name: name.to_string(),
-    id,
-    file,
-  }))
+  Ok(Created::Owned(OwnedLock { dir: dir.try_clone()?, name: name.to_string(), id, file }))
 }
 
 pub enum Found {
@@ -268,13 +235,7 @@ pub fn open_existing(dir: &LockDir, name: &str) -> io::Result<Found> {
     Ok(d) => d.as_millis() as f64,
     Err(e) => -(e.duration().as_millis() as f64),
   };
-  Ok(Found::File(FoundFile {
-    id: file_id(&file)?,
-    bytes,
-    mtime_ms,
-    kernel_free,
-    file,
-  }))
+  Ok(Found::File(FoundFile { id: file_id(&file)?, bytes, mtime_ms, kernel_free, file }))
 }
 
 impl FoundFile {
@@ -326,9 +287,7 @@ pub fn sweep_temp_files(dir: &LockDir, name: &str) {
       .ok()
       .and_then(|m| m.elapsed().ok())
       .is_some_and(|age| age.as_secs() > 2);
-    let free = open_shared(&path)
-      .and_then(|f| try_lock(&f))
-      .unwrap_or(false);
+    let free = open_shared(&path).and_then(|f| try_lock(&f)).unwrap_or(false);
     if old && free {
       let _ = fs::remove_file(&path);
     }
@@ -341,8 +300,5 @@ pub fn changed_since(dir: &LockDir, name: &str, judged: FileId, was_held: bool) 
     Ok(Some(id)) if id == judged => {}
     _ => return true,
   }
-  was_held
-    && open_shared(&path)
-      .and_then(|f| try_lock(&f))
-      .unwrap_or(true)
+  was_held && open_shared(&path).and_then(|f| try_lock(&f)).unwrap_or(true)
 }

@@ -22,11 +22,7 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
   let state = fields.first()?.chars().next()?;
   let threads = fields.get(17)?.parse().ok()?;
   let start_ticks = fields.get(19)?.parse().ok()?;
-  Some(Stat {
-    state,
-    threads,
-    start_ticks,
-  })
+  Some(Stat { state, threads, start_ticks })
 }
 
 fn read_stat(pid: u32) -> Option<Stat> {
@@ -43,10 +39,7 @@ pub fn start_times(pid: u32) -> Option<StartTimes> {
   let stat = read_stat(pid)?;
   let epoch_ms =
     boot_time_ms().map(|boot| boot + stat.start_ticks as f64 * 1000.0 / ticks_per_second());
-  Some(StartTimes {
-    identity: stat.start_ticks as f64,
-    epoch_ms,
-  })
+  Some(StartTimes { identity: stat.start_ticks as f64, epoch_ms })
 }
 
 pub fn own_start_identity() -> Option<u64> {
@@ -87,14 +80,7 @@ mod tests {
   fn stat_fields_are_counted_after_the_last_parenthesis() {
     let rest = "S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 3 18 98765 20 21";
     let stat = parse_stat(&format!("42 (node) {rest}")).unwrap();
-    assert_eq!(
-      stat,
-      Stat {
-        state: 'S',
-        threads: 3,
-        start_ticks: 98765
-      }
-    );
+    assert_eq!(stat, Stat { state: 'S', threads: 3, start_ticks: 98765 });
     let stat = parse_stat(&format!("42 (a) b) c) {rest}")).unwrap();
     assert_eq!(stat.start_ticks, 98765);
   }
@@ -107,12 +93,9 @@ mod tests {
 
   #[test]
   fn truncated_or_garbled_stat_lines_are_unreadable() {
-    for bad in [
-      "",
-      "42 node S 1",
-      "42 (x) S 1 2",
-      "42 (x) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 x 18 y",
-    ] {
+    for bad in
+      ["", "42 node S 1", "42 (x) S 1 2", "42 (x) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 x 18 y"]
+    {
       assert_eq!(parse_stat(bad), None, "{bad}");
     }
   }

@@ -28,19 +28,13 @@ pub fn pid_state(pid: u32) -> super::PidState {
 #[cfg(target_os = "macos")]
 pub fn start_times(pid: u32) -> Option<StartTimes> {
   let seconds = with_process(pid, |p| Some(p.start_time()))? as f64;
-  Some(StartTimes {
-    identity: seconds,
-    epoch_ms: Some(seconds * 1000.0),
-  })
+  Some(StartTimes { identity: seconds, epoch_ms: Some(seconds * 1000.0) })
 }
 
 #[cfg(windows)]
 pub fn start_times(pid: u32) -> Option<StartTimes> {
   let ms = windows_creation_ms(pid)?;
-  Some(StartTimes {
-    identity: ms,
-    epoch_ms: Some(ms),
-  })
+  Some(StartTimes { identity: ms, epoch_ms: Some(ms) })
 }
 
 #[cfg(not(any(windows, target_os = "macos")))]
@@ -54,12 +48,7 @@ pub fn own_start_identity() -> Option<u64> {
 
 pub fn cmdline(pid: u32) -> Option<Vec<String>> {
   let args = with_process(pid, |p| {
-    Some(
-      p.cmd()
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect::<Vec<_>>(),
-    )
+    Some(p.cmd().iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>())
   })?;
   // An empty command line means the query could not read it (another
   // user's or an elevated process), not that the owner is no gateway.
@@ -74,10 +63,7 @@ fn windows_creation_ms(pid: u32) -> Option<f64> {
     GetProcessTimes, OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION,
   };
   const EPOCH_DIFF_100NS: u64 = 116_444_736_000_000_000;
-  let zero = FILETIME {
-    dwLowDateTime: 0,
-    dwHighDateTime: 0,
-  };
+  let zero = FILETIME { dwLowDateTime: 0, dwHighDateTime: 0 };
   let (mut created, mut exited, mut kernel, mut user) = (zero, zero, zero, zero);
   // SAFETY: the handle is checked before use and closed once.
   unsafe {
