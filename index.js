@@ -59,16 +59,38 @@ function timerOption(opts, name, fallback, min) {
   return Math.min(Math.max(Math.floor(value), min), MAX_TIMER_MS)
 }
 
+// The variables the skip rules and the config path rules read; nothing else
+// of the environment crosses into the addon.
+const ENV_KEYS = [
+  'OPENCLAW_ALLOW_MULTI_GATEWAY',
+  'VITEST',
+  'NODE_ENV',
+  'OPENCLAW_CONFIG_PATH',
+  'OPENCLAW_STATE_DIR',
+  'OPENCLAW_HOME',
+  'CLAWDBOT_STATE_DIR',
+  'CLAWDBOT_CONFIG_PATH',
+  'HOME',
+  'USERPROFILE',
+]
+
 function envOption(opts) {
   const env = opts.env ?? process.env
   if (typeof env !== 'object' || Array.isArray(env)) throw new TypeError('env must be an object')
-  const strings = {}
-  for (const [key, value] of Object.entries(env)) {
-    if (value === undefined) continue
-    if (typeof value !== 'string') throw new TypeError(`env.${key} must be a string or undefined`)
-    strings[key] = value
+  // process.env holds only strings; any other object is checked whole.
+  if (env !== process.env) {
+    for (const [key, value] of Object.entries(env)) {
+      if (value !== undefined && typeof value !== 'string') {
+        throw new TypeError(`env.${key} must be a string or undefined`)
+      }
+    }
   }
-  return strings
+  const picked = {}
+  for (const key of ENV_KEYS) {
+    const value = env[key]
+    if (typeof value === 'string') picked[key] = value
+  }
+  return picked
 }
 
 function portOption(port) {

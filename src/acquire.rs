@@ -15,7 +15,7 @@ use crate::paths::{self, PathInputs};
 use crate::payload::{OwnPayload, Payload};
 use crate::probe::PROBE_TIMEOUT;
 use crate::registry::{self, Cancel, Emit, Held};
-use crate::wait;
+use crate::wait::Waiter;
 
 /// The options after the JS entry has validated and defaulted them.
 #[derive(Debug, Deserialize)]
@@ -91,7 +91,6 @@ enum Step {
 struct Judged {
   id: FileId,
   kernel_held: bool,
-  #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
   owner: Option<u32>,
 }
 
@@ -197,7 +196,6 @@ pub async fn acquire(req: &Request, emit: &Emit, cancel: &Cancel) -> Result<Won,
 
   let started = Instant::now();
   let deadline = started + Duration::from_millis(req.timeout_ms);
-  lockfile::sweep_temp_files(&dir, &location.lock_name);
   let start_time =
     (req.platform == REAL_PLATFORM).then(crate::process::own_start_identity).flatten();
   // Stamped at each create: a lock won after a long wait says when it was won.
@@ -208,7 +206,7 @@ pub async fn acquire(req: &Request, emit: &Emit, cancel: &Cancel) -> Result<Won,
       .to_bytes()
   };
 
-  let waiter = waiter(&dir, &location);
+  let mut waiter = Waiter::new(&dir.path, &location.lock_name, &location.lock_path);
   let mut retries_in_row = 0;
   let mut attempt = Attempt {
     req,
@@ -241,6 +239,11 @@ pub async fn acquire(req: &Request, emit: &Emit, cancel: &Cancel) -> Result<Won,
         }));
         return Ok(Won { location, lock, payload });
       }
+      Created::Exists if attempt.attempts == 1 => {
+        // Litter of writers killed mid-create never blocks anyone; it is
+        // swept by contenders only, so an uncontended acquire stays short.
+        lockfile::sweep_temp_files(&dir, &location.lock_name);
+      }
       Created::Exists => {}
     }
 
@@ -272,52 +275,15 @@ pub async fn acquire(req: &Request, emit: &Emit, cancel: &Cancel) -> Result<Won,
     let pause = remaining.min(Duration::from_millis(req.poll_interval_ms.max(1)));
     match judged {
       Some(judged) => {
-        wait_for_change(&waiter, &dir, &location.lock_name, &judged, pause, cancel).await
+        let changed =
+          || lockfile::changed_since(&dir, &location.lock_name, judged.id, judged.kernel_held);
+        // A pid means something only for an owner without a kernel lock.
+        let owner = judged.owner.filter(|_| !judged.kernel_held);
+        waiter.wait(pause, owner, cancel, changed).await;
       }
       None => tokio::time::sleep(pause.min(Duration::from_millis(1))).await,
     }
   }
-}
-
-#[cfg(target_os = "linux")]
-type Waiter = Option<wait::Watcher>;
-/// Off Linux a waiter polls the kernel lock; there is nothing to set up.
-#[cfg(not(target_os = "linux"))]
-struct Waiter;
-
-#[cfg(target_os = "linux")]
-fn waiter(dir: &LockDir, location: &Location) -> Waiter {
-  wait::Watcher::new(&dir.path, &location.lock_name, &location.lock_path)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn waiter(_dir: &LockDir, _location: &Location) -> Waiter {
-  Waiter
-}
-
-/// Waits until the judged file changes hands, or `pause` ends.
-async fn wait_for_change(
-  waiter: &Waiter,
-  dir: &LockDir,
-  name: &str,
-  judged: &Judged,
-  pause: Duration,
-  cancel: &Cancel,
-) {
-  let changed = || lockfile::changed_since(dir, name, judged.id, judged.kernel_held);
-  #[cfg(target_os = "linux")]
-  if let Some(watcher) = waiter {
-    watcher.watch_file();
-    if changed() {
-      return;
-    }
-    // A pid means something only for an owner without a kernel lock.
-    let owner = judged.owner.filter(|_| !judged.kernel_held);
-    watcher.wait(pause, owner, cancel).await;
-    return;
-  }
-  let _ = waiter;
-  wait::poll_until(pause, cancel, changed).await;
 }
 
 /// What a contender would conclude now, without reclaiming anything.

@@ -21,11 +21,11 @@ const CONFIG_NAMES: [&str; 4] = ["openclaw.json", "clawdbot.json", "moldbot.json
 /// computes it. `exists` answers like `fs.existsSync`.
 pub fn config_path(inputs: &PathInputs, exists: &dyn Fn(&str) -> bool) -> String {
   let home = home_dir(inputs);
-  let state_dir = state_dir(inputs, &home, exists);
-
   if let Some(explicit) = var(inputs, "OPENCLAW_CONFIG_PATH") {
     return user_path(inputs, &home, &explicit);
   }
+  let state_dir = state_dir(inputs, &home, exists);
+
   for name in CONFIG_NAMES {
     let candidate = join(&state_dir, name);
     if exists(&candidate) {

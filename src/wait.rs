@@ -17,8 +17,68 @@ pub enum Woke {
   Cancelled,
 }
 
+/// What one acquire waits with. On Linux the inotify instance is made at
+/// the first wait only, since an uncontended acquire never waits, and it is
+/// closed off the acquire's path: closing an inotify instance can take the
+/// kernel several milliseconds.
+pub struct Waiter {
+  #[cfg(target_os = "linux")]
+  watcher: Option<linux::Watcher>,
+  #[cfg(target_os = "linux")]
+  paths: (String, String, String),
+}
+
+impl Waiter {
+  pub fn new(dir: &str, lock_name: &str, lock_path: &str) -> Waiter {
+    #[cfg(not(target_os = "linux"))]
+    let _ = (dir, lock_name, lock_path);
+    Waiter {
+      #[cfg(target_os = "linux")]
+      watcher: None,
+      #[cfg(target_os = "linux")]
+      paths: (dir.to_string(), lock_name.to_string(), lock_path.to_string()),
+    }
+  }
+
+  /// Waits until `changed` says the judged file changed hands, the owner
+  /// process exits, `pause` ends or the acquire is cancelled.
+  pub async fn wait(
+    &mut self,
+    pause: Duration,
+    owner: Option<u32>,
+    cancel: &Cancel,
+    changed: impl Fn() -> bool,
+  ) -> Woke {
+    #[cfg(target_os = "linux")]
+    {
+      if self.watcher.is_none() {
+        let (dir, name, path) = &self.paths;
+        self.watcher = linux::Watcher::new(dir, name, path);
+      }
+      if let Some(watcher) = &self.watcher {
+        watcher.watch_file();
+        // Checked after arming the watch, so a change in between is not missed.
+        if changed() {
+          return Woke::Changed;
+        }
+        return watcher.wait(pause, owner, cancel).await;
+      }
+    }
+    let _ = owner;
+    poll_until(pause, cancel, changed).await
+  }
+}
+
 #[cfg(target_os = "linux")]
-pub use linux::Watcher;
+impl Drop for Waiter {
+  fn drop(&mut self) {
+    if let (Some(watcher), Ok(runtime)) =
+      (self.watcher.take(), tokio::runtime::Handle::try_current())
+    {
+      runtime.spawn_blocking(move || drop(watcher));
+    }
+  }
+}
 
 #[cfg(target_os = "linux")]
 mod linux {
@@ -172,8 +232,7 @@ mod linux {
 
 /// Sleeps `pause`, checking `changed` every few milliseconds so a released
 /// kernel lock is seen soon after it happens.
-#[cfg_attr(target_os = "linux", allow(dead_code))]
-pub async fn poll_until(pause: Duration, cancel: &Cancel, changed: impl Fn() -> bool) -> Woke {
+async fn poll_until(pause: Duration, cancel: &Cancel, changed: impl Fn() -> bool) -> Woke {
   const STEP: Duration = Duration::from_millis(5);
   let deadline = tokio::time::Instant::now() + pause;
   loop {

@@ -42,8 +42,10 @@ pub fn start_times(pid: u32) -> Option<StartTimes> {
   Some(StartTimes { identity: stat.start_ticks as f64, epoch_ms })
 }
 
+/// Read once: a process's own start never changes.
 pub fn own_start_identity() -> Option<u64> {
-  read_stat(std::process::id()).map(|s| s.start_ticks)
+  static OWN: OnceLock<Option<u64>> = OnceLock::new();
+  *OWN.get_or_init(|| read_stat(std::process::id()).map(|s| s.start_ticks))
 }
 
 pub fn cmdline(pid: u32) -> Option<Vec<String>> {
