@@ -163,8 +163,29 @@ function errorFrom(outcome) {
   return lockError(message, code, underlying)
 }
 
-async function callNative(method, ...args) {
-  return JSON.parse(await native[method](...args))
+// Calls to the addon settle through one completion channel: the addon
+// answers call `id` with `<id> <json>`, and the promise kept here resolves.
+const pending = new Map()
+let nextCall = 1
+native.init((answer) => {
+  const space = answer.indexOf(' ')
+  const id = Number(answer.slice(0, space))
+  const settle = pending.get(id)
+  pending.delete(id)
+  settle?.(answer.slice(space + 1))
+})
+
+function callNative(method, ...args) {
+  return new Promise((resolve, reject) => {
+    const id = nextCall++
+    pending.set(id, (text) => resolve(JSON.parse(text)))
+    try {
+      native[method](id, ...args)
+    } catch (error) {
+      pending.delete(id)
+      reject(error)
+    }
+  })
 }
 
 /** Calls the user's callback; its exceptions never reach the lock. */
@@ -263,6 +284,13 @@ async function clearGatewayLock(opts) {
   const outcome = await callNative('clear', JSON.stringify(request), force === true)
   if (!outcome.ok) throw errorFrom(outcome)
   return { outcome: outcome.outcome, ...outcome.report }
+}
+
+// Not part of the API: makes the addon panic on its runtime, so tests can show
+// that a panic settles as a rejected promise and the process lives on.
+exports[Symbol.for('gatelock.panicForTest')] = async () => {
+  const outcome = await callNative('panicForTest')
+  if (!outcome.ok) throw errorFrom(outcome)
 }
 
 exports.GatewayLockError = GatewayLockError

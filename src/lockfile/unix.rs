@@ -130,21 +130,16 @@ impl LockDir {
 /// another user, and tightens one of ours that is open to group or others.
 pub fn prepare_dir(path: &str) -> Result<LockDir, LockError> {
   let fail = |e| LockError::dir(path, e);
-  if let Some(parent) = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
-    if !parent.exists() {
-      std::fs::create_dir_all(parent).map_err(fail)?;
-    }
-  }
-  let c_path = cstr(path).map_err(fail)?;
-  // SAFETY: c_path is NUL-terminated.
-  if let Err(e) = check(unsafe { libc::mkdir(c_path.as_ptr(), 0o700) }) {
-    if errno(&e) != libc::EEXIST {
-      return Err(fail(e));
-    }
-  }
-
   let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-  let dir = match open_at(libc::AT_FDCWD, path, flags, 0) {
+  // Usually the directory exists: open it first, create it only when missing.
+  let opened = match open_at(libc::AT_FDCWD, path, flags, 0) {
+    Err(e) if errno(&e) == libc::ENOENT => {
+      make_dir(path).map_err(fail)?;
+      open_at(libc::AT_FDCWD, path, flags, 0)
+    }
+    other => other,
+  };
+  let dir = match opened {
     Ok(file) => OwnedFd::from(file),
     Err(e) if matches!(errno(&e), libc::ELOOP | libc::ENOTDIR) => {
       let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
@@ -171,6 +166,21 @@ pub fn prepare_dir(path: &str) -> Result<LockDir, LockError> {
     check(unsafe { libc::fchmod(dir.as_raw_fd(), 0o700) }).map_err(fail)?;
   }
   Ok(LockDir { path: path.to_string(), fd: dir })
+}
+
+/// Creates the lock directory `0700`, and its missing parents as `mkdir -p` does.
+fn make_dir(path: &str) -> io::Result<()> {
+  if let Some(parent) = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+    if !parent.exists() {
+      std::fs::create_dir_all(parent)?;
+    }
+  }
+  let c_path = cstr(path)?;
+  // SAFETY: c_path is NUL-terminated.
+  match check(unsafe { libc::mkdir(c_path.as_ptr(), 0o700) }) {
+    Err(e) if errno(&e) != libc::EEXIST => Err(e),
+    _ => Ok(()),
+  }
 }
 
 /// A lock this process owns: the open, kernel-locked file and the directory.
@@ -251,6 +261,7 @@ fn finish(dir: LockDir, name: &str, file: File) -> io::Result<Created> {
 
 /// Fills a fresh private file: payload, exact mode, exclusive kernel lock.
 fn fill(file: &mut File, payload: &[u8]) -> io::Result<()> {
+  // Exactly 0600 whatever the umask took off.
   // SAFETY: fchmod on an open fd.
   check(unsafe { libc::fchmod(file.as_raw_fd(), 0o600) })?;
   if !try_flock(file.as_raw_fd(), libc::LOCK_EX)? {
