@@ -597,7 +597,10 @@ async function plantedLink(sandbox, ageMs) {
   return { lockPath, precious, before: fileState(precious) }
 }
 
-for (const [label, ageMs] of [['an hour old', 3_600_000], ['fresh', 0]]) {
+for (const [label, ageMs] of [
+  ['an hour old', 3_600_000],
+  ['fresh', 0],
+]) {
   test(`B16a (target ${label}): replaces a planted LOCK symlink, target untouched`, async () => {
     const sandbox = makeProbeSandbox()
     const { lockPath, precious, before } = await plantedLink(sandbox, ageMs)
