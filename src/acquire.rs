@@ -106,22 +106,38 @@ struct Attempt<'a> {
   last_pid: Option<f64>,
 }
 
-impl Attempt<'_> {
-  fn case<'p>(&self, payload: &'p Payload, found: &FoundFile, probe: Option<Duration>) -> Case<'p> {
-    Case {
-      payload,
-      kernel: if found.kernel_free { KernelLock::Free } else { KernelLock::Held },
-      own_pid: std::process::id(),
-      held_here: registry::held_here(found.id),
-      same_platform: self.req.platform == REAL_PLATFORM,
-      linux: self.req.platform == "linux",
-      probe_bound: probe,
-      now_ms: clock::now_ms(),
-      mtime_ms: Some(found.mtime_ms),
-      stale_ms: self.req.stale_ms as f64,
-    }
+/// What the decision table reads about a found file, for this request.
+fn case_for<'p>(
+  req: &Request,
+  payload: &'p Payload,
+  found: &FoundFile,
+  probe_bound: Option<Duration>,
+) -> Case<'p> {
+  Case {
+    payload,
+    kernel: if found.kernel_free { KernelLock::Free } else { KernelLock::Held },
+    own_pid: std::process::id(),
+    held_here: registry::held_here(found.id),
+    same_platform: req.platform == REAL_PLATFORM,
+    linux: req.platform == "linux",
+    probe_bound,
+    now_ms: clock::now_ms(),
+    mtime_ms: Some(found.mtime_ms),
+    stale_ms: req.stale_ms as f64,
   }
+}
 
+/// A judgement in the report's words: a lock an acquire would reclaim now is
+/// "dead", whatever row or age rule decided it.
+fn report_status(judgement: &Judgement) -> &'static str {
+  match (judgement.status, judgement.reclaim) {
+    (_, Some(_)) => "dead",
+    (Status::Alive, None) => "alive",
+    _ => "unknown",
+  }
+}
+
+impl Attempt<'_> {
   async fn judge_existing(&mut self, deadline: Instant) -> Result<Step, LockError> {
     let lock_path = &self.location.lock_path;
     let name = &self.location.lock_name;
@@ -141,7 +157,8 @@ impl Attempt<'_> {
     self.last_pid = payload.raw_pid;
     let remaining = deadline.saturating_duration_since(Instant::now());
     let probe = Some(PROBE_TIMEOUT.min(remaining.max(Duration::from_millis(1))));
-    let judgement = owner::judge(&self.case(&payload, &found, probe), &owner::System).await;
+    let judgement =
+      owner::judge(&case_for(self.req, &payload, &found, probe), &owner::System).await;
 
     if !self.contention_reported {
       self.contention_reported = true;
@@ -314,27 +331,12 @@ pub async fn inspect(req: &Request) -> Result<Value, LockError> {
     Found::File(found) => found,
   };
   let payload = Payload::parse(&found.bytes);
-  let case = Case {
-    payload: &payload,
-    kernel: if found.kernel_free { KernelLock::Free } else { KernelLock::Held },
-    own_pid: std::process::id(),
-    held_here: registry::held_here(found.id),
-    same_platform: req.platform == REAL_PLATFORM,
-    linux: req.platform == "linux",
-    probe_bound: Some(PROBE_TIMEOUT),
-    now_ms: clock::now_ms(),
-    mtime_ms: Some(found.mtime_ms),
-    stale_ms: req.stale_ms as f64,
-  };
+  let case = case_for(req, &payload, &found, Some(PROBE_TIMEOUT));
   // Let go of the kernel lock before the slow checks: a report never makes a
   // starting contender wait.
   found.close();
   let judgement = owner::judge(&case, &owner::System).await;
-  let status = match (judgement.status, judgement.reclaim) {
-    (_, Some(_)) => "dead",
-    (Status::Alive, None) => "alive",
-    _ => "unknown",
-  };
+  let status = report_status(&judgement);
   report["exists"] = json!(true);
   report["status"] = json!(status);
   report["evidence"] = json!(judgement.evidence);
@@ -395,24 +397,9 @@ pub async fn clear(req: &Request, force: bool) -> Result<Cleared, LockError> {
     Found::File(found) => found,
   };
   let payload = Payload::parse(&found.bytes);
-  let case = Case {
-    payload: &payload,
-    kernel: if found.kernel_free { KernelLock::Free } else { KernelLock::Held },
-    own_pid: std::process::id(),
-    held_here: registry::held_here(found.id),
-    same_platform: req.platform == REAL_PLATFORM,
-    linux: req.platform == "linux",
-    probe_bound: Some(PROBE_TIMEOUT),
-    now_ms: clock::now_ms(),
-    mtime_ms: Some(found.mtime_ms),
-    stale_ms: req.stale_ms as f64,
-  };
+  let case = case_for(req, &payload, &found, Some(PROBE_TIMEOUT));
   let judgement = owner::judge(&case, &owner::System).await;
-  let status = match (judgement.status, judgement.reclaim) {
-    (_, Some(_)) => "dead",
-    (Status::Alive, None) => "alive",
-    _ => "unknown",
-  };
+  let status = report_status(&judgement);
   let report =
     json!({ "status": status, "evidence": judgement.evidence, "ownerPid": payload.raw_pid });
   let removable = status == "dead" || (status == "unknown" && force);
@@ -443,18 +430,8 @@ pub async fn active_port(req: &Request) -> Option<u16> {
   };
   let payload = Payload::parse(&found.bytes);
   let port = payload.port?;
-  let case = Case {
-    payload: &payload,
-    kernel: if found.kernel_free { KernelLock::Free } else { KernelLock::Held },
-    own_pid: std::process::id(),
-    held_here: registry::held_here(found.id),
-    same_platform: req.platform == REAL_PLATFORM,
-    linux: true,
-    probe_bound: None,
-    now_ms: clock::now_ms(),
-    mtime_ms: Some(found.mtime_ms),
-    stale_ms: req.stale_ms as f64,
-  };
+  // An owner that cannot be verified is not alive here, on any platform.
+  let case = Case { linux: true, ..case_for(req, &payload, &found, None) };
   found.close();
   let judgement = owner::judge(&case, &owner::System).await;
   (judgement.status == Status::Alive).then_some(port)
