@@ -105,7 +105,7 @@ describe('7.3-7.5: the upstream conformance list', () => {
     await expect(attempt).rejects.toThrow(`gateway already running (pid ${unrelated.pid})`)
   })
 
-  test('keeps a lock when /proc cannot be read, whatever its age (SPEC 9: no age-out)', async (ctx) => {
+  test('keeps a lock when /proc cannot be read, whatever its age (SPEC 9)', async (ctx) => {
     const sandbox = makeSandbox()
     const gw = await idleGateway(sandbox)
     const lockPath = lockPathFor(sandbox)
@@ -226,7 +226,7 @@ describe('7.3-7.5: the upstream conformance list', () => {
   })
 
   for (const platform of ['win32', 'darwin']) {
-    test(`clears a stale lock on ${platform} when the process command line is not a gateway`, async () => {
+    test(`clears a stale lock on ${platform} when the command line is no gateway's`, async () => {
       const sandbox = makeSandbox()
       const unrelated = startUnrelated()
       await new Promise((resolve) => setTimeout(resolve, 200))

@@ -30,7 +30,8 @@ async function listeningOwner(sandbox, kind, port) {
 }
 
 for (const { owner: ownerKind, contender: contenderKind } of KINDS) {
-  test(`a listening ${LABEL[ownerKind]} owner refuses a ${LABEL[contenderKind]} contender`, async () => {
+  const [ownerLabel, contenderLabel] = [LABEL[ownerKind], LABEL[contenderKind]]
+  test(`a listening ${ownerLabel} owner refuses a ${contenderLabel} contender`, async () => {
     const sandbox = makeSandbox()
     const port = await freePort()
     const owner = await listeningOwner(sandbox, ownerKind, port)
@@ -39,12 +40,13 @@ for (const { owner: ownerKind, contender: contenderKind } of KINDS) {
     const flags = ['--port', port, '--timeout', 500]
     const contender = spawnGateway(sandbox, flags, { entry: contenderKind })
     expect(await contender.firstLine).toBe(
-      `ERROR GatewayLockError: gateway already running (pid ${owner.pid}); lock timeout after 500ms`,
+      'ERROR GatewayLockError: gateway already running ' +
+        `(pid ${owner.pid}); lock timeout after 500ms`,
     )
     expect(readLock(lockPathFor(sandbox)).text).toBe(before)
   })
 
-  test(`a ${LABEL[contenderKind]} contender takes over from a killed ${LABEL[ownerKind]} owner`, async () => {
+  test(`a ${contenderLabel} contender takes over from a killed ${ownerLabel} owner`, async () => {
     const sandbox = makeSandbox()
     const port = await freePort()
     const owner = await listeningOwner(sandbox, ownerKind, port)
@@ -60,7 +62,7 @@ for (const { owner: ownerKind, contender: contenderKind } of KINDS) {
   })
 }
 
-test('a gatelock owner that has not bound its port yet keeps its lock against gatelock', async () => {
+test('a gatelock owner whose port is not bound yet keeps its lock against gatelock', async () => {
   const sandbox = makeSandbox()
   const port = await freePort()
   const owner = spawnGateway(sandbox, ['--port', port])
@@ -71,7 +73,7 @@ test('a gatelock owner that has not bound its port yet keeps its lock against ga
 
 // LIMITATION (SPEC 1.6): a TypeScript contender that passes a port deletes any
 // lock whose port is not yet listening, a starting gatelock owner's included.
-test('SPEC 1.6 limit: a TypeScript contender takes a gatelock lock whose port is not bound', async () => {
+test('SPEC 1.6 limit: TypeScript takes a gatelock lock whose port is not bound', async () => {
   const sandbox = makeSandbox()
   const port = await freePort()
   const owner = spawnGateway(sandbox, ['--port', port])

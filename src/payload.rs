@@ -91,7 +91,10 @@ mod tests {
       start_time: Some(777),
     };
     let text = String::from_utf8(own.to_bytes()).unwrap();
-    let expected = r#"{"pid":42,"createdAt":"2026-01-01T00:00:00.000Z","configPath":"/c/openclaw.json","port":18789,"startTime":777,"kernelLock":true}"#;
+    let expected = concat!(
+      r#"{"pid":42,"createdAt":"2026-01-01T00:00:00.000Z","configPath":"/c/openclaw.json","#,
+      r#""port":18789,"startTime":777,"kernelLock":true}"#
+    );
     assert_eq!(text, expected);
   }
 
@@ -161,7 +164,12 @@ mod properties {
     /// JSON-shaped input with arbitrary field values, the likelier garbage.
     #[test]
     fn json_with_arbitrary_fields_parses_without_panic(
-      pid in prop_oneof![any::<i64>().prop_map(|n| n.to_string()), any::<f64>().prop_map(|f| format!("{f:e}")), "\"[a-z]{0,4}\"", Just("null".to_string())],
+      pid in prop_oneof![
+        any::<i64>().prop_map(|n| n.to_string()),
+        any::<f64>().prop_map(|f| format!("{f:e}")),
+        "\"[a-z]{0,4}\"",
+        Just("null".to_string()),
+      ],
       start in prop_oneof![any::<f64>().prop_map(|f| format!("{f:e}")), Just("\"x\"".to_string())],
       port in any::<i32>(),
     ) {
@@ -172,8 +180,15 @@ mod properties {
 
     /// What an owner writes, a contender reads back.
     #[test]
-    fn own_payload_round_trips(pid in 1u32..=i32::MAX as u32, port in proptest::option::of(1u16..), start in proptest::option::of(any::<u32>()), config in "\\PC{0,40}") {
-      let own = OwnPayload { pid, created_at: crate::clock::iso(0.0), config_path: &config, port, start_time: start.map(u64::from) };
+    fn own_payload_round_trips(
+      pid in 1u32..=i32::MAX as u32,
+      port in proptest::option::of(1u16..),
+      start in proptest::option::of(any::<u32>()),
+      config in "\\PC{0,40}",
+    ) {
+      let created_at = crate::clock::iso(0.0);
+      let start_time = start.map(u64::from);
+      let own = OwnPayload { pid, created_at, config_path: &config, port, start_time };
       let read = Payload::parse(&own.to_bytes());
       prop_assert_eq!(read.pid, Some(pid));
       prop_assert_eq!(read.port, port);

@@ -1,7 +1,7 @@
 'use strict'
 
 // One stress worker, started by run.mjs with its settings as a JSON argument. It loops
-// WAITING → acquire → ACQUIRED → hold → RELEASING → release → RELEASED and appends each step
+// WAITING, acquire, ACQUIRED, hold, RELEASING, release, RELEASED, and appends each step
 // to the shared log with process.hrtime.bigint() (CLOCK_MONOTONIC, one clock for every process
 // on Linux). It stops after the current round when the controller says 'stop' or goes away.
 
