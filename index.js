@@ -37,13 +37,23 @@ function loadBinding() {
   try {
     return require('./binding.js')
   } catch (cause) {
-    const target = `${process.platform}-${process.arch}`
+    const target = platformTarget()
     const message =
-      `gatelock has no native binary for ${target}: it looked for the package ` +
-      `gatelock-${target}* and a local gatelock.${target}*.node. To build it from ` +
-      'source (Rust and Node only): `cd node_modules/gatelock && npm install && npm run build`'
+      `gatelock has no native binary for ${target}: neither the package ` +
+      `gatelock-${target} nor a local gatelock.${target}.node could be loaded. ` +
+      'To build it from source (Rust and Node only): ' +
+      '`cd node_modules/gatelock && npm install && npm run build`'
     throw lockError(message, 'ENOBINARY', cause)
   }
+}
+
+/** The platform part of the binary's name, as the per-platform packages spell it. */
+function platformTarget() {
+  const { platform, arch } = process
+  if (platform === 'win32') return `${platform}-${arch}-msvc`
+  if (platform !== 'linux') return `${platform}-${arch}`
+  const glibc = process.report?.getReport().header.glibcVersionRuntime
+  return `${platform}-${arch}-${glibc ? 'gnu' : 'musl'}`
 }
 
 function invalid(name, why) {
