@@ -9,14 +9,6 @@ use std::time::Duration;
 
 use crate::registry::Cancel;
 
-/// Why a wait ended; only for tests and diagnostics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Woke {
-  Changed,
-  Elapsed,
-  Cancelled,
-}
-
 /// What one acquire waits with. On Linux the inotify instance is made at
 /// the first wait only, since an uncontended acquire never waits, and it is
 /// closed off the acquire's path: closing an inotify instance can take the
@@ -48,7 +40,7 @@ impl Waiter {
     owner: Option<u32>,
     cancel: &Cancel,
     changed: impl Fn() -> bool,
-  ) -> Woke {
+  ) {
     #[cfg(target_os = "linux")]
     {
       if self.watcher.is_none() {
@@ -59,7 +51,7 @@ impl Waiter {
         watcher.watch_file();
         // Checked after arming the watch, so a change in between is not missed.
         if changed() {
-          return Woke::Changed;
+          return;
         }
         return watcher.wait(pause, owner, cancel).await;
       }
@@ -89,7 +81,6 @@ mod linux {
 
   use tokio::io::unix::AsyncFd;
 
-  use super::Woke;
   use crate::registry::Cancel;
 
   const DIR_EVENTS: u32 = libc::IN_DELETE
@@ -146,7 +137,7 @@ mod linux {
 
     /// Waits for a relevant event, the owner's exit, the end of `pause`, or
     /// a cancellation.
-    pub async fn wait(&self, pause: Duration, owner: Option<u32>, cancel: &Cancel) -> Woke {
+    pub async fn wait(&self, pause: Duration, owner: Option<u32>, cancel: &Cancel) {
       let pidfd = owner.and_then(open_pidfd);
       let exited = async {
         match &pidfd {
@@ -157,10 +148,10 @@ mod linux {
         }
       };
       tokio::select! {
-        _ = self.next_relevant() => Woke::Changed,
-        _ = exited => Woke::Changed,
-        _ = tokio::time::sleep(pause) => Woke::Elapsed,
-        _ = cancel.notify.notified() => Woke::Cancelled,
+        _ = self.next_relevant() => {}
+        _ = exited => {}
+        _ = tokio::time::sleep(pause) => {}
+        _ = cancel.notify.notified() => {}
       }
     }
 
@@ -232,20 +223,20 @@ mod linux {
 
 /// Sleeps `pause`, checking `changed` every few milliseconds so a released
 /// kernel lock is seen soon after it happens.
-async fn poll_until(pause: Duration, cancel: &Cancel, changed: impl Fn() -> bool) -> Woke {
+async fn poll_until(pause: Duration, cancel: &Cancel, changed: impl Fn() -> bool) {
   const STEP: Duration = Duration::from_millis(5);
   let deadline = tokio::time::Instant::now() + pause;
   loop {
     let now = tokio::time::Instant::now();
     if now >= deadline {
-      return Woke::Elapsed;
+      return;
     }
     tokio::select! {
       _ = tokio::time::sleep(STEP.min(deadline - now)) => {}
-      _ = cancel.notify.notified() => return Woke::Cancelled,
+      _ = cancel.notify.notified() => return,
     }
     if changed() {
-      return Woke::Changed;
+      return;
     }
   }
 }

@@ -121,8 +121,8 @@ impl LockDir {
 
   /// Best effort: a cleaner holding the directory exclusively for a moment
   /// must not make an acquire fail.
-  pub fn hold_shared(&self) -> bool {
-    try_flock(self.raw(), libc::LOCK_SH).unwrap_or(false)
+  pub fn hold_shared(&self) {
+    let _ = try_flock(self.raw(), libc::LOCK_SH);
   }
 }
 
@@ -217,11 +217,6 @@ impl OwnedLock {
 
   /// Drops the kernel lock and the descriptors without touching the path.
   pub fn abandon(self) {}
-
-  #[allow(dead_code)]
-  pub fn fd(&self) -> RawFd {
-    self.file.as_raw_fd()
-  }
 }
 
 pub enum Created {

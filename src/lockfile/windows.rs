@@ -99,9 +99,7 @@ impl LockDir {
     Ok(LockDir { path: self.path.clone() })
   }
 
-  pub fn hold_shared(&self) -> bool {
-    false
-  }
+  pub fn hold_shared(&self) {}
 }
 
 pub fn prepare_dir(path: &str) -> Result<LockDir, LockError> {
