@@ -198,6 +198,13 @@ function callNative(method, ...args) {
   })
 }
 
+/** A call whose failure outcome becomes a rejected `GatewayLockError`. */
+async function callChecked(method, ...args) {
+  const outcome = await callNative(method, ...args)
+  if (!outcome.ok) throw errorFrom(outcome)
+  return outcome
+}
+
 /** Calls the user's callback; its exceptions never reach the lock. */
 function telemetry(onTelemetry) {
   let delivered = 0
@@ -226,9 +233,7 @@ function telemetry(onTelemetry) {
 function makeHandle(outcome) {
   let released
   const release = () => {
-    released ??= callNative('release', outcome.handle).then((result) => {
-      if (!result.ok) throw errorFrom(result)
-    })
+    released ??= callChecked('release', outcome.handle).then(() => {})
     return released
   }
   return {
@@ -267,9 +272,8 @@ async function acquireGatewayLock(portOrOpts, maybeOpts) {
 async function inspectGatewayLock(opts) {
   opts = optionsObject(opts)
   const request = buildRequest(opts, envOption(opts), portOption(opts.port))
-  const outcome = await callNative('inspect', JSON.stringify(request))
-  if (!outcome.ok) throw errorFrom(outcome)
-  return outcome.report
+  const { report } = await callChecked('inspect', JSON.stringify(request))
+  return report
 }
 
 async function readActiveGatewayLockPort(opts) {
@@ -291,16 +295,14 @@ async function clearGatewayLock(opts) {
   opts = optionsObject(opts)
   const { force, ...rest } = opts
   const request = buildRequest(rest, envOption(rest), null)
-  const outcome = await callNative('clear', JSON.stringify(request), force === true)
-  if (!outcome.ok) throw errorFrom(outcome)
-  return { outcome: outcome.outcome, ...outcome.report }
+  const { outcome, report } = await callChecked('clear', JSON.stringify(request), force === true)
+  return { outcome, ...report }
 }
 
 // Not part of the API: makes the addon panic on its runtime, so tests can show
 // that a panic settles as a rejected promise and the process lives on.
 exports[Symbol.for('gatelock.panicForTest')] = async () => {
-  const outcome = await callNative('panicForTest')
-  if (!outcome.ok) throw errorFrom(outcome)
+  await callChecked('panicForTest')
 }
 
 exports.GatewayLockError = GatewayLockError

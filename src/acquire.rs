@@ -313,14 +313,10 @@ pub async fn inspect(req: &Request) -> Result<Value, LockError> {
     "status": "free",
     "evidence": [],
   });
-  let dir = match open_dir_for_reading(&req.lock_dir)? {
-    Some(dir) => dir,
-    None => return Ok(report),
+  let Some((_dir, found)) = look(req, &location)? else {
+    return Ok(report);
   };
-  let found = lockfile::open_existing(&dir, &location.lock_name)
-    .map_err(|e| LockError::read(&location.lock_path, e))?;
   let found = match found {
-    Found::Vanished => return Ok(report),
     Found::NotAFile(kind) => {
       report["exists"] = json!(true);
       report["status"] = json!("dead");
@@ -329,6 +325,7 @@ pub async fn inspect(req: &Request) -> Result<Value, LockError> {
       return Ok(report);
     }
     Found::File(found) => found,
+    Found::Vanished => return Ok(report),
   };
   let payload = Payload::parse(&found.bytes);
   let case = case_for(req, &payload, &found, Some(PROBE_TIMEOUT));
@@ -380,13 +377,10 @@ pub enum Cleared {
 pub async fn clear(req: &Request, force: bool) -> Result<Cleared, LockError> {
   let location = locate(req);
   let lock_path = &location.lock_path;
-  let Some(dir) = open_dir_for_reading(&req.lock_dir)? else {
+  let Some((dir, found)) = look(req, &location)? else {
     return Ok(Cleared::Nothing);
   };
-  let found = lockfile::open_existing(&dir, &location.lock_name)
-    .map_err(|e| LockError::read(lock_path, e))?;
   let found = match found {
-    Found::Vanished => return Ok(Cleared::Nothing),
     Found::NotAFile(kind) => {
       lockfile::remove_entry(&dir, &location.lock_name, kind)
         .map_err(|e| LockError::reclaim(lock_path, e))?;
@@ -395,6 +389,7 @@ pub async fn clear(req: &Request, force: bool) -> Result<Cleared, LockError> {
       return Ok(Cleared::Removed(json!({ "status": "dead", "evidence": evidence })));
     }
     Found::File(found) => found,
+    Found::Vanished => return Ok(Cleared::Nothing),
   };
   let payload = Payload::parse(&found.bytes);
   let case = case_for(req, &payload, &found, Some(PROBE_TIMEOUT));
@@ -412,20 +407,25 @@ pub async fn clear(req: &Request, force: bool) -> Result<Cleared, LockError> {
   Ok(if removed { Cleared::Removed(report) } else { Cleared::Refused(report) })
 }
 
-/// Opens the lock directory for a read-only look; `None` when it is missing.
-fn open_dir_for_reading(path: &str) -> Result<Option<LockDir>, LockError> {
-  match std::fs::symlink_metadata(path) {
-    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-    _ => lockfile::prepare_dir(path).map(Some),
+/// A read-only look at the lock path: the directory (never created here) and
+/// what is at the path; `None` when there is no directory.
+fn look(req: &Request, location: &Location) -> Result<Option<(LockDir, Found)>, LockError> {
+  if let Err(e) = std::fs::symlink_metadata(&req.lock_dir) {
+    if e.kind() == std::io::ErrorKind::NotFound {
+      return Ok(None);
+    }
   }
+  let dir = lockfile::prepare_dir(&req.lock_dir)?;
+  let found = lockfile::open_existing(&dir, &location.lock_name)
+    .map_err(|e| LockError::read(&location.lock_path, e))?;
+  Ok(Some((dir, found)))
 }
 
 /// The recorded port of a live gateway owner, judged without a port probe and
 /// with an unreadable command line counting as not alive (reference 1.6).
 pub async fn active_port(req: &Request) -> Option<u16> {
   let location = locate(req);
-  let dir = open_dir_for_reading(&req.lock_dir).ok()??;
-  let Found::File(found) = lockfile::open_existing(&dir, &location.lock_name).ok()? else {
+  let Some((_dir, Found::File(found))) = look(req, &location).ok()? else {
     return None;
   };
   let payload = Payload::parse(&found.bytes);
@@ -444,15 +444,13 @@ const MAX_RETRIES_IN_ROW: u32 = 3;
 const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Watches a held lock's path and recreates the file if it was removed
-/// (SPEC 5.2). Ends when the handle is released or the lock is lost.
-pub async fn watch(handle: u64, held: std::sync::Arc<Held>) {
+/// (SPEC 5.2). Ends when the handle lets go of its lock (release, teardown)
+/// or the lock is lost.
+pub async fn watch(held: std::sync::Arc<Held>) {
   loop {
     tokio::select! {
       _ = tokio::time::sleep(WATCH_INTERVAL) => {}
       _ = held.released.notified() => return,
-    }
-    if !registry::is_registered(handle) {
-      return;
     }
     let mut slot = held.lock();
     let Some(lock) = slot.as_ref() else {
@@ -461,31 +459,20 @@ pub async fn watch(handle: u64, held: std::sync::Arc<Held>) {
     if lock.path_is_ours().unwrap_or(true) {
       continue;
     }
-    let name = lock.name.clone();
-    let dir_path = lock.dir.path.clone();
-    match recreate(&dir_path, &name, &held.payload) {
+    let (name, dir_path) = (lock.name.clone(), lock.dir.path.clone());
+    // The old file is gone from the path: dropping it drops its kernel lock.
+    let (owner_pid, reason) = match recreate(&dir_path, &name, &held.payload) {
       Ok(Ok(fresh)) => {
-        if let Some(old) = slot.replace(fresh) {
-          old.abandon();
-        }
+        *slot = Some(fresh);
+        continue;
       }
-      Ok(Err(owner_pid)) => {
-        if let Some(old) = slot.take() {
-          old.abandon();
-        }
-        drop(slot);
-        lost(&held, owner_pid, "replaced");
-        return;
-      }
-      Err(_) => {
-        if let Some(old) = slot.take() {
-          old.abandon();
-        }
-        drop(slot);
-        lost(&held, None, "unrecoverable");
-        return;
-      }
-    }
+      Ok(Err(owner_pid)) => (owner_pid, "replaced"),
+      Err(_) => (None, "unrecoverable"),
+    };
+    *slot = None;
+    drop(slot);
+    lost(&held, owner_pid, reason);
+    return;
   }
 }
 

@@ -157,6 +157,22 @@ fn parse_request(text: &str) -> std::result::Result<Request, LockError> {
   serde_json::from_str(text).map_err(|e| LockError::Internal(format!("bad request: {e}")))
 }
 
+/// Parses a request on the JS thread, then runs `work` with it on the
+/// addon's runtime as call `id`.
+fn spawn_with_request<W, F>(env: &Env, id: f64, request: &str, work: W) -> Result<()>
+where
+  W: FnOnce(Request) -> F,
+  F: Future<Output = Value> + Send + 'static,
+{
+  match parse_request(request) {
+    Ok(request) => {
+      let lock_dir = Some(request.lock_dir.clone());
+      spawn_settled(env, id, lock_dir, work(request))
+    }
+    Err(e) => spawn_settled(env, id, None, async move { failure(&e, Vec::new()) }),
+  }
+}
+
 /// Runs `work` on the addon's runtime and reports its outcome as call `id`;
 /// a panic inside becomes an error result.
 fn spawn_settled<F>(env: &Env, id: f64, lock_dir: Option<String>, work: F) -> Result<()>
@@ -272,7 +288,7 @@ pub fn acquire(
         drop(emit);
         match registry::finish_acquire(key, acquire_id, Some(held)) {
           Some((handle, held)) => {
-            tokio::spawn(acquire::watch(handle, held));
+            tokio::spawn(acquire::watch(held));
             json!({
               "ok": true,
               "handle": handle,
@@ -311,52 +327,34 @@ pub fn release(env: &Env, id: f64, handle: f64) -> Result<()> {
 /// The report of `inspectGatewayLock`.
 #[napi(catch_unwind)]
 pub fn inspect(env: &Env, id: f64, request: String) -> Result<()> {
-  let work = async move {
-    let request = match parse_request(&request) {
-      Ok(request) => request,
-      Err(e) => return failure(&e, Vec::new()),
-    };
+  spawn_with_request(env, id, &request, |request| async move {
     match acquire::inspect(&request).await {
       Ok(report) => json!({ "ok": true, "report": report }),
       Err(e) => failure(&e, Vec::new()),
     }
-  };
-  spawn_settled(env, id, None, work)
+  })
 }
 
 /// `gatelock clear`: `{ok, outcome: "none" | "removed" | "refused", status, evidence}`.
 #[napi(catch_unwind)]
 pub fn clear(env: &Env, id: f64, request: String, force: bool) -> Result<()> {
-  let work = async move {
-    let request = match parse_request(&request) {
-      Ok(request) => request,
+  spawn_with_request(env, id, &request, move |request| async move {
+    let (outcome, report) = match acquire::clear(&request, force).await {
+      Ok(acquire::Cleared::Nothing) => ("none", Value::Null),
+      Ok(acquire::Cleared::Removed(report)) => ("removed", report),
+      Ok(acquire::Cleared::Refused(report)) => ("refused", report),
       Err(e) => return failure(&e, Vec::new()),
     };
-    match acquire::clear(&request, force).await {
-      Ok(acquire::Cleared::Nothing) => json!({ "ok": true, "outcome": "none" }),
-      Ok(acquire::Cleared::Removed(report)) => {
-        json!({ "ok": true, "outcome": "removed", "report": report })
-      }
-      Ok(acquire::Cleared::Refused(report)) => {
-        json!({ "ok": true, "outcome": "refused", "report": report })
-      }
-      Err(e) => failure(&e, Vec::new()),
-    }
-  };
-  spawn_settled(env, id, None, work)
+    json!({ "ok": true, "outcome": outcome, "report": report })
+  })
 }
 
 /// The port of the live gateway that holds the lock, if any.
 #[napi(catch_unwind)]
 pub fn active_port(env: &Env, id: f64, request: String) -> Result<()> {
-  let work = async move {
-    let port = match parse_request(&request) {
-      Ok(request) => acquire::active_port(&request).await,
-      Err(_) => None,
-    };
-    json!({ "ok": true, "port": port })
-  };
-  spawn_settled(env, id, None, work)
+  spawn_with_request(env, id, &request, |request| async move {
+    json!({ "ok": true, "port": acquire::active_port(&request).await })
+  })
 }
 
 /// Panics on purpose, so tests can show a panic becomes a rejection.

@@ -149,11 +149,6 @@ pub fn take(handle: u64) -> Option<Arc<Held>> {
   with(|r| r.held.remove(&handle))
 }
 
-/// Whether the handle is still registered (its watcher keeps going).
-pub fn is_registered(handle: u64) -> bool {
-  with(|r| r.held.contains_key(&handle))
-}
-
 /// An environment is being torn down: cancel its waits and release its
 /// locks, synchronously, on its own thread.
 pub fn teardown_env(env: u64) {

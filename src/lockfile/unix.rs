@@ -214,9 +214,6 @@ impl OwnedLock {
     drop(self.file);
     Ok(())
   }
-
-  /// Drops the kernel lock and the descriptors without touching the path.
-  pub fn abandon(self) {}
 }
 
 pub enum Created {

@@ -147,8 +147,6 @@ impl OwnedLock {
     drop(self.file);
     Ok(())
   }
-
-  pub fn abandon(self) {}
 }
 
 pub enum Created {
